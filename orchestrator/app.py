@@ -1,0 +1,60 @@
+"""create_app(): wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from orchestrator import SERVICE_NAME, __version__
+from orchestrator.connections import create_redis
+from orchestrator.janitor import run_janitor
+from orchestrator.keys import Keys
+from orchestrator.metrics import Metrics
+from orchestrator.middleware import observe
+from orchestrator.routes import setup_routes
+from orchestrator.settings import Settings
+from orchestrator.store import JobStore
+from orchestrator.typedefs import METRICS, REDIS, SETTINGS, STORE
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.Application:
+    """The application. With ``redis`` given, the caller owns that client; otherwise one is made
+    from the settings and closed on cleanup."""
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    setup_routes(app)
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = redis if redis is not None else create_redis(settings)
+        app[REDIS] = client
+        app[STORE] = JobStore(
+            client,
+            keys=Keys(settings.key_prefix),
+            metrics=app[METRICS],
+            timeout=settings.redis_timeout,
+            job_ttl_seconds=settings.job_ttl_seconds,
+            event_history=settings.event_history,
+        )
+        logger.info("%s %s starting with %s", SERVICE_NAME, __version__, settings.public_dict())
+        yield
+        if redis is None:
+            await client.aclose()
+
+    async def janitor_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_janitor(app[STORE], settings.janitor_interval_seconds), name="janitor")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(janitor_ctx)
+    return app

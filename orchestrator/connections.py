@@ -1,0 +1,43 @@
+"""Creating the Redis client: a real server from a URL, or the embedded in-process fakeredis."""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from orchestrator.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_redis(settings: Settings) -> aioredis.Redis:
+    """A client for ``settings.redis_url``, or an embedded fakeredis server when it is None."""
+    if settings.redis_url is None:
+        import fakeredis
+
+        logger.warning(
+            "No REDIS_URL set: using an embedded in-process fakeredis server. Nothing is persisted and "
+            "only this one process can use it; set REDIS_URL for production."
+        )
+        return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    # One quick retry lets a pooled connection broken by a Redis restart reconnect transparently; our
+    # scripts are idempotent, so a retried EVALSHA is harmless.
+    # A blocking pool makes a burst wait for a free connection instead of failing with "Too many
+    # connections"; the wait is bounded by the same timeout as every command.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout,
+        health_check_interval=30,
+    )
+    return aioredis.Redis.from_pool(pool)

@@ -1,0 +1,46 @@
+"""Domain errors; one middleware turns them into JSON HTTP responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error the client caused or must know about, with its HTTP status and a stable code."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+class ValidationError(ApiError):
+    status = 400
+    code = "invalid_request"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class JobNotFound(ApiError):
+    status = 404
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Unknown jobId {job_id}", jobId=job_id)
+        self.job_id = job_id
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"

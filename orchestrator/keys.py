@@ -1,0 +1,62 @@
+"""Every Redis key and channel name; nothing else builds them.
+
+A job's keys share the literal hash tag ``{jobId}`` (the original's ``job:{jobId}`` names), so in a
+Redis Cluster they live in one slot and one script may touch them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.models import JobStatus
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = ""
+
+    def job(self, job_id: str) -> str:
+        """Hash: totalClients, doneCount, schema, finalResult, status, times, version."""
+        return f"{self.prefix}job:{{{job_id}}}"
+
+    def updated_clients(self, job_id: str) -> str:
+        """Set of the clients counted for the job (the original's name)."""
+        return f"{self.prefix}job:{{{job_id}}}:updatedClients"
+
+    def client_times(self, job_id: str) -> str:
+        """Hash clientId -> epoch milliseconds when it was counted."""
+        return f"{self.prefix}job:{{{job_id}}}:clientTimes"
+
+    def events(self, job_id: str) -> str:
+        """List: the job's most recent events, oldest first, bounded."""
+        return f"{self.prefix}job:{{{job_id}}}:events"
+
+    def job_keys(self, job_id: str) -> list[str]:
+        return [self.job(job_id), self.updated_clients(job_id), self.client_times(job_id), self.events(job_id)]
+
+    @property
+    def jobs_by_created(self) -> str:
+        """Sorted set jobId -> createdAt ms: the listing, newest first."""
+        return f"{self.prefix}jobs:created"
+
+    @property
+    def jobs_by_updated(self) -> str:
+        """Sorted set jobId -> updatedAt ms: what the janitor expires."""
+        return f"{self.prefix}jobs:updated"
+
+    def jobs_by_status(self, status: JobStatus) -> str:
+        """Sorted set jobId -> createdAt ms of the jobs currently in ``status``."""
+        return f"{self.prefix}jobs:status:{status.value}"
+
+    def status_indexes(self) -> list[str]:
+        return [self.jobs_by_status(s) for s in JobStatus]
+
+    @property
+    def aggregation_queue(self) -> str:
+        """Stream of jobs handed over to aggregation (consumed by the aggregation workers)."""
+        return f"{self.prefix}aggregation:queue"
+
+    @property
+    def events_channel(self) -> str:
+        """Pub/sub channel carrying every job event as JSON."""
+        return f"{self.prefix}events"

@@ -1,0 +1,60 @@
+"""Prometheus metrics, one registry per app so several apps can share a process (tests, benchmarks)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "orchestrator_http_requests",
+            "HTTP requests served, by method, route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "orchestrator_http_request_duration_seconds",
+            "HTTP request duration, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.updates = Counter(
+            "orchestrator_updates",
+            "Client updates, by outcome (recorded, duplicate, conflict, closed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.triggers = Counter(
+            "orchestrator_aggregation_triggers",
+            "Jobs moved to AGGREGATING by this process.",
+            registry=self.registry,
+        )
+        self.jobs = Gauge(
+            "orchestrator_jobs",
+            "Jobs currently in each status (read from Redis at scrape time).",
+            ["status"],
+            registry=self.registry,
+        )
+        self.redis_seconds = Histogram(
+            "orchestrator_redis_duration_seconds",
+            "Redis call latency, by operation.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.redis_errors = Counter(
+            "orchestrator_redis_errors",
+            "Redis calls that failed (unreachable or timed out), by operation.",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.expired = Counter(
+            "orchestrator_jobs_expired",
+            "Jobs expired by this process's janitor.",
+            registry=self.registry,
+        )

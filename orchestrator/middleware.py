@@ -1,0 +1,70 @@
+"""One middleware around every request: errors to JSON, the access log line, request metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from orchestrator.errors import ApiError
+from orchestrator.store import StoreUnavailable
+from orchestrator.typedefs import METRICS, SETTINGS
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("orchestrator.access")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **details}}, status=status, headers=headers)
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ApiError as e:
+        response = web.json_response(e.body(), status=e.status)
+    except StoreUnavailable as e:
+        retry_after = request.app[SETTINGS].retry_after_seconds
+        logger.error("%s %s: %s", request.method, request.path, e)
+        response = error_response(
+            503,
+            "redis_unavailable",
+            "The job store is unreachable; retry the request (it is safe to repeat).",
+            headers={"Retry-After": str(retry_after)},
+            retryAfter=retry_after,
+        )
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = _HTTP_CODES.get(e.status, "http_error")
+        message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
+        headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        response = error_response(e.status, code, message or e.reason, headers=headers)
+    except Exception:
+        logger.exception("Unhandled error on %s %s", request.method, request.path)
+        response = error_response(500, "internal_error", "Internal error; it has been logged.")
+    elapsed = time.perf_counter() - started
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics = request.app[METRICS]
+    metrics.requests.labels(request.method, route, str(response.status)).inc()
+    metrics.request_seconds.labels(route).observe(elapsed)
+    if request.app[SETTINGS].access_log:
+        access_logger.info("%s %s %d %.1fms", request.method, request.path_qs, response.status, elapsed * 1000)
+    return response

@@ -1,0 +1,114 @@
+"""Domain types: job status, validated requests, the job as read from Redis."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+class JobStatus(enum.StrEnum):
+    IN_PROGRESS = "IN_PROGRESS"
+    AGGREGATING = "AGGREGATING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class UpdateOutcome(enum.StrEnum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    CLOSED = "closed"
+
+
+DATA_TYPES = frozenset({"BOOLEAN", "NUMERIC", "NOMINAL", "ORDINAL", "CATEGORICAL"})
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    job_id: str
+    client_id: str
+    total_clients: int
+    # Canonical JSON of the schema (sorted keys, compact) or None when the update has none.
+    schema_json: str | None
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    outcome: UpdateOutcome
+    created: bool
+    triggered: bool
+    status: JobStatus
+    done_count: int
+    total_clients: int
+    version: int
+    conflict_field: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientReport:
+    client_id: str
+    reported_at_ms: int
+
+
+@dataclass
+class Job:
+    job_id: str
+    status: JobStatus
+    total_clients: int
+    done_count: int
+    schema: list[dict[str, Any]] | None
+    final_result: Any
+    created_at_ms: int
+    updated_at_ms: int
+    version: int
+    failure_reason: str | None = None
+    aggregating_at_ms: int | None = None
+    completed_at_ms: int | None = None
+    clients: list[ClientReport] = field(default_factory=list)
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str], client_times: dict[str, str] | None = None) -> Job:
+        clients = sorted(
+            (ClientReport(cid, int(ms)) for cid, ms in (client_times or {}).items()),
+            key=lambda c: (c.reported_at_ms, c.client_id),
+        )
+        return cls(
+            job_id=raw["jobId"],
+            status=JobStatus(raw.get("status", JobStatus.IN_PROGRESS.value)),
+            total_clients=int(raw["totalClients"]),
+            done_count=int(raw.get("doneCount", 0)),
+            schema=_json_or_none(raw.get("schema")),
+            final_result=_json_or_none(raw.get("finalResult")),
+            created_at_ms=int(raw.get("createdAt", 0)),
+            updated_at_ms=int(raw.get("updatedAt", 0)),
+            version=int(raw.get("version", 0)),
+            failure_reason=raw.get("failureReason") or None,
+            aggregating_at_ms=_int_or_none(raw.get("aggregatingAt")),
+            completed_at_ms=_int_or_none(raw.get("completedAt")),
+            clients=clients,
+        )
+
+    @property
+    def percentage(self) -> float:
+        return round(100.0 * self.done_count / self.total_clients, 2) if self.total_clients else 0.0
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """Epoch milliseconds as an ISO 8601 UTC timestamp."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json_or_none(raw: str | None) -> Any:
+    if not raw:
+        return None
+    return json.loads(raw)
+
+
+def _int_or_none(raw: str | None) -> int | None:
+    return int(raw) if raw else None

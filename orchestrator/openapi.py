@@ -1,0 +1,310 @@
+"""The OpenAPI 3 document of the HTTP API (kept true by tests/test_openapi.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator import __version__
+
+_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+_STATUS = {"type": "string", "enum": ["IN_PROGRESS", "AGGREGATING", "COMPLETED", "FAILED", "CANCELLED"]}
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": "string", "format": "date-time", "nullable": True}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+_ERROR = _json(_ref("Error"), "The request was refused; `error.code` says why.")
+_UNAVAILABLE = _json(_ref("Error"), "Redis is unreachable; safe to retry after Retry-After.", _RETRY_AFTER)
+_JOB_ID_PARAM = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}
+
+_FEATURE = {
+    "type": "object",
+    "description": "A feature: the detailed form (featureName, offset, length, fields) or the short one (name).",
+    "properties": {
+        "featureName": {"type": "string", "minLength": 1, "maxLength": 256},
+        "name": {"type": "string", "minLength": 1, "maxLength": 256},
+        "dataType": {"type": "string", "enum": ["BOOLEAN", "NUMERIC", "NOMINAL", "ORDINAL", "CATEGORICAL"]},
+        "offset": {"type": "integer", "minimum": 0},
+        "length": {"type": "integer", "minimum": 0},
+        "fields": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["dataType"],
+    "additionalProperties": True,
+}
+
+_JOB_SUMMARY = {
+    "type": "object",
+    "required": ["jobId", "status", "totalClients", "doneCount", "percentage", "createdAt", "updatedAt", "version"],
+    "properties": {
+        "jobId": _ID,
+        "status": _STATUS,
+        "totalClients": {"type": "integer"},
+        "doneCount": {"type": "integer"},
+        "percentage": {"type": "number"},
+        "createdAt": _TIME,
+        "updatedAt": _TIME,
+        "version": {"type": "integer"},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "additionalProperties": True,
+            }
+        },
+    },
+    "LegacyNotFound": {
+        "type": "object",
+        "description": "The original service's 404 shape for job-status, kept for polling clients.",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+    },
+    "Feature": _FEATURE,
+    "UpdateRequest": {
+        "type": "object",
+        "required": ["jobId", "clientId", "totalClients"],
+        "properties": {
+            "jobId": _ID,
+            "clientId": _ID,
+            "totalClients": {
+                "oneOf": [
+                    {"type": "integer", "minimum": 1, "maximum": 100000},
+                    {"type": "string", "pattern": "^[0-9]{1,6}$"},
+                ]
+            },
+            "schema": {"type": "array", "items": _ref("Feature"), "maxItems": 10000, "nullable": True},
+        },
+    },
+    "UpdateResponse": {
+        "type": "object",
+        "required": [
+            "message",
+            "jobId",
+            "clientId",
+            "alreadyRecorded",
+            "status",
+            "doneCount",
+            "totalClients",
+            "version",
+        ],
+        "properties": {
+            "message": {"type": "string"},
+            "jobId": _ID,
+            "clientId": _ID,
+            "alreadyRecorded": {"type": "boolean"},
+            "status": _STATUS,
+            "doneCount": {"type": "integer"},
+            "totalClients": {"type": "integer"},
+            "version": {"type": "integer"},
+        },
+    },
+    "JobStatusResponse": {
+        "type": "object",
+        "required": ["status", "jobId", "message", "progress", "jobInfo", "version"],
+        "properties": {
+            "status": _STATUS,
+            "jobId": _ID,
+            "message": {"type": "string"},
+            "version": {"type": "integer"},
+            "failureReason": {"type": "string"},
+            "progress": {
+                "type": "object",
+                "required": ["doneCount", "totalClients", "percentage"],
+                "properties": {
+                    "doneCount": {"type": "integer"},
+                    "totalClients": {"type": "integer"},
+                    "percentage": {"type": "number"},
+                },
+            },
+            "jobInfo": {
+                "type": "object",
+                "required": ["totalClients", "doneCount", "schema", "finalResult", "updatedClients"],
+                "properties": {
+                    "totalClients": {"type": "integer"},
+                    "doneCount": {"type": "integer"},
+                    "schema": {"type": "array", "items": _ref("Feature"), "nullable": True},
+                    "finalResult": {"nullable": True},
+                    "updatedClients": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "aggregatedResults": {"nullable": True, "description": "Per-feature results (COMPLETED only)."},
+            "metadata": {
+                "type": "object",
+                "description": "COMPLETED only.",
+                "properties": {
+                    "totalFeatures": {"type": "integer"},
+                    "totalClients": {"type": "integer"},
+                    "completedAt": _NULLABLE_TIME,
+                    "doneCount": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "JobSummary": _JOB_SUMMARY,
+    "JobList": {
+        "type": "object",
+        "required": ["jobs", "nextCursor"],
+        "properties": {
+            "jobs": {"type": "array", "items": _ref("JobSummary")},
+            "nextCursor": {"type": "string", "nullable": True, "description": "Pass as `cursor` for the next page."},
+        },
+    },
+    "Job": {
+        "allOf": [
+            _ref("JobSummary"),
+            {
+                "type": "object",
+                "required": ["schema", "clients", "aggregatingAt", "completedAt", "failureReason", "finalResult"],
+                "properties": {
+                    "schema": {"type": "array", "items": _ref("Feature"), "nullable": True},
+                    "clients": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["clientId", "reportedAt"],
+                            "properties": {"clientId": _ID, "reportedAt": _TIME},
+                        },
+                    },
+                    "aggregatingAt": _NULLABLE_TIME,
+                    "completedAt": _NULLABLE_TIME,
+                    "failureReason": {"type": "string", "nullable": True},
+                    "finalResult": {"nullable": True},
+                },
+            },
+        ]
+    },
+    "Index": {
+        "type": "object",
+        "required": ["service", "version", "links"],
+        "properties": {
+            "service": {"type": "string"},
+            "version": {"type": "string"},
+            "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}, "redis": {"type": "string"}},
+    },
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "Computations Orchestrator",
+        "version": __version__,
+        "description": "Coordinates federated statistics jobs: clients report completion, the orchestrator "
+        "aggregates when all are done. The /api/update and /api/job-status endpoints keep the original "
+        "service's contract.",
+    },
+    "paths": {
+        "/": {
+            "get": {
+                "summary": "Service name, version and links",
+                "responses": {"200": _json(_ref("Index"), "The service.")},
+            }
+        },
+        "/api/update": {
+            "post": {
+                "summary": "Report that a client finished its part of a job (creates the job on its first update)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("UpdateRequest")}}},
+                "responses": {
+                    "200": _json(
+                        _ref("UpdateResponse"), "Recorded, or already recorded for this client (nothing changed)."
+                    ),
+                    "400": _ERROR,
+                    "409": _json(
+                        _ref("Error"),
+                        "totalClients or schema differ from the job's, or the job no longer collects clients.",
+                    ),
+                    "413": _ERROR,
+                    "415": _ERROR,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/api/job-status/{jobId}": {
+            "get": {
+                "summary": "A job's status in the original service's shape",
+                "parameters": [_JOB_ID_PARAM],
+                "responses": {
+                    "200": _json(_ref("JobStatusResponse"), "The job."),
+                    "404": _json(_ref("LegacyNotFound"), "No such job."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/api/jobs": {
+            "get": {
+                "summary": "Jobs, newest first, paginated",
+                "parameters": [
+                    {"name": "status", "in": "query", "required": False, "schema": _STATUS},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                    },
+                    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {"200": _json(_ref("JobList"), "A page of jobs."), "400": _ERROR, "503": _UNAVAILABLE},
+            }
+        },
+        "/api/jobs/{jobId}": {
+            "get": {
+                "summary": "The full job: clients with the time each reported, status, timestamps, version",
+                "parameters": [_JOB_ID_PARAM],
+                "responses": {
+                    "200": _json(_ref("Job"), "The job."),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/api/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document.")}}
+        },
+        "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": _json(_ref("Health"), "Alive.")}}},
+        "/readyz": {
+            "get": {
+                "summary": "Redis is reachable",
+                "responses": {
+                    "200": _json(_ref("Health"), "Ready."),
+                    "503": _json(_ref("Health"), "Redis unreachable.", _RETRY_AFTER),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    },
+    "components": {"schemas": SCHEMAS},
+}

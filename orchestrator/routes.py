@@ -1,0 +1,19 @@
+"""URL table."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from orchestrator import views
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", views.index)
+    app.router.add_post("/api/update", views.update)
+    app.router.add_get("/api/job-status/{jobId}", views.job_status)
+    app.router.add_get("/api/jobs", views.list_jobs)
+    app.router.add_get("/api/jobs/{jobId}", views.get_job)
+    app.router.add_get("/api/openapi.json", views.openapi)
+    app.router.add_get("/healthz", views.healthz)
+    app.router.add_get("/readyz", views.readyz)
+    app.router.add_get("/metrics", views.metrics)

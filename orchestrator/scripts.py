@@ -1,0 +1,121 @@
+"""Lua scripts: one per state transition, each also publishing the event that announces it.
+
+Every script is safe to run twice: redis-py may retry an EVALSHA after a timeout, so a second run of
+the same call must find the change already made and do nothing more.
+"""
+
+from __future__ import annotations
+
+# Shared prelude. ``emit`` bumps the job's version, appends the event to the bounded per-job history
+# and publishes it, so what is stored and what is broadcast cannot disagree.
+#   needs: job (hash key), events (list key), job_id, at (ISO time), history (max events), channel
+_EMIT = """
+local function emit(job, events, job_id, at, history, channel, kind, extra)
+  local version = redis.call('HINCRBY', job, 'version', 1)
+  local event = {type = kind, jobId = job_id, version = version, at = at}
+  for k, v in pairs(extra) do event[k] = v end
+  local message = cjson.encode(event)
+  redis.call('RPUSH', events, message)
+  redis.call('LTRIM', events, -history, -1)
+  redis.call('PUBLISH', channel, message)
+  return version
+end
+"""
+
+# Record one client's update.
+# KEYS[1] job hash          KEYS[2] updatedClients set   KEYS[3] clientTimes hash  KEYS[4] events list
+# KEYS[5] jobs:created      KEYS[6] jobs:updated         KEYS[7] status IN_PROGRESS KEYS[8] status AGGREGATING
+# KEYS[9] aggregation queue stream
+# ARGV[1] jobId  ARGV[2] clientId  ARGV[3] totalClients  ARGV[4] canonical schema JSON or ''
+# ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
+# Returns {outcome, created, triggered, status, doneCount, totalClients, version, conflictField}
+#   outcome: 'recorded' | 'duplicate' (client already counted, nothing changed)
+#            | 'conflict' (totalClients or schema differ from the job's) | 'closed' (job not collecting)
+# Reaching doneCount == totalClients moves the job to AGGREGATING and queues it, in this same call,
+# so the transition happens exactly once however many updates race.
+UPDATE = (
+    _EMIT
+    + """
+local job, clients, times, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job_id, client_id, total, schema = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local created = 0
+
+local current = redis.call('HMGET', job, 'totalClients', 'schema', 'status', 'doneCount', 'version', 'createdAt')
+if not current[1] then
+  redis.call('HSET', job, 'jobId', job_id, 'totalClients', total, 'doneCount', 0, 'schema', schema,
+    'finalResult', '', 'status', 'IN_PROGRESS', 'createdAt', now, 'updatedAt', now, 'version', 0)
+  redis.call('ZADD', KEYS[5], now, job_id)
+  redis.call('ZADD', KEYS[7], now, job_id)
+  emit(job, events, job_id, at, history, channel, 'job.created', {totalClients = total, status = 'IN_PROGRESS'})
+  created = 1
+  current = {tostring(total), schema, 'IN_PROGRESS', '0', '1', tostring(now)}
+else
+  local stored_total = tonumber(current[1])
+  if stored_total ~= total then
+    return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'totalClients'}
+  end
+  if schema ~= '' and current[2] ~= '' and current[2] ~= schema then
+    return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'schema'}
+  end
+end
+
+if redis.call('SISMEMBER', clients, client_id) == 1 then
+  return {'duplicate', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), ''}
+end
+if current[3] ~= 'IN_PROGRESS' then
+  return {'closed', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), ''}
+end
+
+if schema ~= '' and current[2] == '' then
+  redis.call('HSET', job, 'schema', schema)
+end
+redis.call('SADD', clients, client_id)
+redis.call('HSET', times, client_id, now)
+local done = redis.call('SCARD', clients)
+redis.call('HSET', job, 'doneCount', done, 'updatedAt', now)
+local version = emit(job, events, job_id, at, history, channel, 'client.done',
+  {clientId = client_id, doneCount = done, totalClients = total})
+local status = 'IN_PROGRESS'
+local triggered = 0
+if done >= total then
+  status = 'AGGREGATING'
+  triggered = 1
+  redis.call('HSET', job, 'status', status, 'aggregatingAt', now)
+  redis.call('ZREM', KEYS[7], job_id)
+  redis.call('ZADD', KEYS[8], tonumber(current[6]), job_id)
+  version = emit(job, events, job_id, at, history, channel, 'job.aggregating',
+    {doneCount = done, totalClients = total, status = status})
+  redis.call('XADD', KEYS[9], '*', 'jobId', job_id, 'version', version)
+end
+redis.call('ZADD', KEYS[6], now, job_id)
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+return {'recorded', created, triggered, status, done, total, version, ''}
+"""
+)
+
+# Expire one job whose last change is older than its TTL.
+# KEYS[1] job hash  KEYS[2] updatedClients  KEYS[3] clientTimes  KEYS[4] events
+# KEYS[5] jobs:created  KEYS[6] jobs:updated  KEYS[7..] one status index per JobStatus
+# ARGV[1] jobId  ARGV[2] cutoff (epoch ms: expire only if updatedAt <= cutoff)  ARGV[3] now (ISO)
+# ARGV[4] events channel
+# Returns 1 when this call expired the job, 0 when it was already gone or has changed since.
+# The job's keys also carry a Redis TTL a little longer than the job TTL, as a backstop for a
+# deployment where no replica runs the janitor; then only the index entries remain, removed here.
+EXPIRE = """
+local job, job_id = KEYS[1], ARGV[1]
+local updated = redis.call('HGET', job, 'updatedAt')
+if updated and tonumber(updated) > tonumber(ARGV[2]) then
+  return 0
+end
+for i = 5, #KEYS do redis.call('ZREM', KEYS[i], job_id) end
+if not updated then
+  return 0
+end
+local version = redis.call('HINCRBY', job, 'version', 1)
+local status = redis.call('HGET', job, 'status')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('PUBLISH', ARGV[4], cjson.encode({type = 'job.expired', jobId = job_id, version = version,
+  at = ARGV[3], status = status}))
+return 1
+"""

@@ -1,0 +1,187 @@
+"""Settings: the only module that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    # None means the embedded in-process fakeredis server.
+    redis_url: str | None = None
+    redis_timeout: float = 2.0
+    redis_max_connections: int = 64
+    key_prefix: str = ""
+    job_ttl_seconds: int = 7 * 24 * 3600
+    event_history: int = 200
+    max_body_bytes: int = 1024 * 1024
+    janitor_interval_seconds: float = 60.0
+    retry_after_seconds: int = 1
+    log_dir: str = "logs"
+    log_level: str = "INFO"
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+    access_log: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables, validating every value."""
+        env = os.environ if environ is None else environ
+        default = cls()
+        redis_url = env.get("REDIS_URL") or None
+        if redis_url is None and (env.get("REDIS_HOST") or env.get("REDIS_PORT")):
+            host = env.get("REDIS_HOST") or "localhost"
+            port = _parse(env, "REDIS_PORT", 6379, int, lambda v: 1 <= v <= 65535, "an integer 1-65535")
+            redis_url = f"redis://{host}:{port}/0"
+        settings = cls(
+            host=env.get("HOST", default.host),
+            port=_parse(env, "PORT", default.port, int, lambda v: 1 <= v <= 65535, "an integer 1-65535"),
+            redis_url=redis_url,
+            redis_timeout=_parse(
+                env, "REDIS_TIMEOUT", default.redis_timeout, float, lambda v: 0 < v <= 60, "seconds, 0-60"
+            ),
+            redis_max_connections=_parse(
+                env,
+                "REDIS_MAX_CONNECTIONS",
+                default.redis_max_connections,
+                int,
+                lambda v: 1 <= v <= 10000,
+                "an integer 1-10000",
+            ),
+            key_prefix=env.get("KEY_PREFIX", default.key_prefix),
+            job_ttl_seconds=_parse(
+                env, "JOB_TTL_SECONDS", default.job_ttl_seconds, int, lambda v: v >= 60, "an integer >= 60"
+            ),
+            event_history=_parse(
+                env, "EVENT_HISTORY", default.event_history, int, lambda v: 1 <= v <= 100000, "an integer 1-100000"
+            ),
+            max_body_bytes=_parse(
+                env,
+                "MAX_BODY_BYTES",
+                default.max_body_bytes,
+                int,
+                lambda v: 1024 <= v <= 1 << 30,
+                "bytes, 1024-1073741824",
+            ),
+            janitor_interval_seconds=_parse(
+                env,
+                "JANITOR_INTERVAL_SECONDS",
+                default.janitor_interval_seconds,
+                float,
+                lambda v: 0 < v <= 86400,
+                "seconds, 0-86400",
+            ),
+            retry_after_seconds=_parse(
+                env,
+                "RETRY_AFTER_SECONDS",
+                default.retry_after_seconds,
+                int,
+                lambda v: 1 <= v <= 3600,
+                "an integer 1-3600",
+            ),
+            log_dir=env.get("LOG_DIR", default.log_dir),
+            log_level=_parse(
+                env,
+                "LOG_LEVEL",
+                default.log_level,
+                str.upper,
+                lambda v: v in LOG_LEVELS,
+                "one of " + ", ".join(sorted(LOG_LEVELS)),
+            ),
+            log_max_bytes=_parse(
+                env, "LOG_MAX_BYTES", default.log_max_bytes, int, lambda v: v >= 1024, "bytes, >= 1024"
+            ),
+            log_backups=_parse(
+                env, "LOG_BACKUPS", default.log_backups, int, lambda v: 0 <= v <= 100, "an integer 0-100"
+            ),
+            access_log=_parse(env, "ACCESS_LOG", default.access_log, _parse_bool, lambda v: True, "true or false"),
+        )
+        settings.validate()
+        return settings
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with the given fields replaced (None values are ignored), validated."""
+        settings = replace(self, **{k: v for k, v in changes.items() if v is not None})
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.redis_url is not None:
+            scheme = urlsplit(self.redis_url).scheme
+            if scheme not in {"redis", "rediss", "unix"}:
+                raise SettingsError(
+                    f"REDIS_URL: scheme must be redis://, rediss:// or unix://, got {scheme or 'none'!r}"
+                )
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(f"PORT: must be an integer 1-65535, got {self.port}")
+        if not self.host:
+            raise SettingsError("HOST: must not be empty")
+        if any(c in self.key_prefix for c in "{} \t\n"):
+            raise SettingsError(f"KEY_PREFIX: must not contain braces or whitespace, got {self.key_prefix!r}")
+
+    @property
+    def redis_label(self) -> str:
+        """The Redis location for logs, with any password removed."""
+        if self.redis_url is None:
+            return "embedded fakeredis (in-process, not persisted)"
+        parts = urlsplit(self.redis_url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return f"{parts.scheme}://{netloc}{parts.path}"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The effective configuration without secrets, for the start-up log."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "redis": self.redis_label,
+            "redis_timeout": self.redis_timeout,
+            "key_prefix": self.key_prefix,
+            "job_ttl_seconds": self.job_ttl_seconds,
+            "event_history": self.event_history,
+            "max_body_bytes": self.max_body_bytes,
+            "log_dir": self.log_dir,
+            "log_level": self.log_level,
+            "access_log": self.access_log,
+        }
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
+def _parse(
+    env: Mapping[str, str], name: str, default: T, convert: Callable[[str], T], ok: Callable[[T], bool], expected: str
+) -> T:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = convert(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}: must be {expected}, got {raw!r}") from None
+    if not ok(value):
+        raise SettingsError(f"{name}: must be {expected}, got {raw!r}")
+    return value

@@ -1,0 +1,195 @@
+"""JobStore: every read and write of job state goes through here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from orchestrator import scripts
+from orchestrator.errors import JobNotFound
+from orchestrator.keys import Keys
+from orchestrator.metrics import Metrics
+from orchestrator.models import Job, JobStatus, UpdateOutcome, UpdateRequest, UpdateResult, iso_ms
+
+# A Redis key lives this much longer than the job TTL, so the janitor (which announces the expiry)
+# normally gets there first.
+_KEY_TTL_GRACE_MS = 3600 * 1000
+_LIST_BATCH = 200
+_EXPIRE_BATCH = 500
+
+UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TimeoutError, OSError)
+
+
+class StoreUnavailable(Exception):
+    """Redis could not be reached or did not answer within the configured timeout."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class JobStore:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        keys: Keys,
+        metrics: Metrics,
+        timeout: float,
+        job_ttl_seconds: int,
+        event_history: int,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.metrics = metrics
+        self.timeout = timeout
+        self.job_ttl_ms = job_ttl_seconds * 1000
+        self.history_size = event_history
+        self._update = redis.register_script(scripts.UPDATE)
+        self._expire = redis.register_script(scripts.EXPIRE)
+
+    @asynccontextmanager
+    async def _guard(self, operation: str) -> AsyncIterator[None]:
+        """Bound a Redis operation in time, measure it, and turn unreachability into StoreUnavailable."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                yield
+        except UNAVAILABLE_ERRORS as e:
+            self.metrics.redis_errors.labels(operation).inc()
+            raise StoreUnavailable(f"Redis unavailable during {operation}: {e.__class__.__name__}: {e}") from e
+        finally:
+            self.metrics.redis_seconds.labels(operation).observe(time.perf_counter() - started)
+
+    async def ping(self) -> None:
+        async with self._guard("ping"):
+            await self.redis.ping()
+
+    async def record_update(self, req: UpdateRequest) -> UpdateResult:
+        """Count one client's completion; create the job on its first update. One Redis round trip."""
+        k = self.keys
+        ms = now_ms()
+        async with self._guard("update"):
+            raw = await self._update(
+                keys=[
+                    *k.job_keys(req.job_id),
+                    k.jobs_by_created,
+                    k.jobs_by_updated,
+                    k.jobs_by_status(JobStatus.IN_PROGRESS),
+                    k.jobs_by_status(JobStatus.AGGREGATING),
+                    k.aggregation_queue,
+                ],
+                args=[
+                    req.job_id,
+                    req.client_id,
+                    req.total_clients,
+                    req.schema_json or "",
+                    ms,
+                    iso_ms(ms) or "",
+                    self.job_ttl_ms + _KEY_TTL_GRACE_MS,
+                    self.history_size,
+                    k.events_channel,
+                ],
+            )
+        outcome, created, triggered, status, done, total, version, conflict = raw
+        return UpdateResult(
+            outcome=UpdateOutcome(outcome),
+            created=bool(created),
+            triggered=bool(triggered),
+            status=JobStatus(status),
+            done_count=int(done),
+            total_clients=int(total),
+            version=int(version),
+            conflict_field=conflict or None,
+        )
+
+    async def get_job(self, job_id: str) -> Job:
+        """The job with its clients and the time each reported; JobNotFound if there is none."""
+        async with self._guard("get_job"), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.job(job_id))
+            pipe.hgetall(self.keys.client_times(job_id))
+            raw, times = await pipe.execute()
+        if not raw:
+            raise JobNotFound(job_id)
+        return Job.from_redis(raw, times)
+
+    async def list_jobs(
+        self, *, status: JobStatus | None, limit: int, cursor: tuple[int, str] | None
+    ) -> tuple[list[Job], tuple[int, str] | None]:
+        """Jobs newest first, ``limit`` at a time; the cursor is (createdAt ms, jobId) of the last one seen."""
+        index = self.keys.jobs_by_status(status) if status else self.keys.jobs_by_created
+        picked: list[tuple[str, int]] = []
+        async with self._guard("list_jobs"):
+            max_score: str = str(cursor[0]) if cursor else "+inf"
+            offset = 0
+            while len(picked) <= limit:
+                batch = cast(
+                    list[tuple[str, float]],
+                    await self.redis.zrevrangebyscore(
+                        index, max_score, "-inf", start=offset, num=_LIST_BATCH, withscores=True
+                    ),
+                )
+                if not batch:
+                    break
+                offset += len(batch)
+                for member, score in batch:
+                    # Equal scores come in descending member order: skip up to and including the cursor.
+                    if cursor and int(score) == cursor[0] and member >= cursor[1]:
+                        continue
+                    picked.append((member, int(score)))
+            page, more = picked[:limit], len(picked) > limit
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id, _ in page:
+                    pipe.hgetall(self.keys.job(job_id))
+                raws: list[dict[str, str]] = await pipe.execute()
+        # An expired job may linger in an index until the janitor passes: leave it out.
+        jobs = [Job.from_redis(raw) for raw in raws if raw]
+        next_cursor = (page[-1][1], page[-1][0]) if more and page else None
+        return jobs, next_cursor
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        async with self._guard("count_by_status"), self.redis.pipeline(transaction=False) as pipe:
+            for status in JobStatus:
+                pipe.zcard(self.keys.jobs_by_status(status))
+            counts = await pipe.execute()
+        return dict(zip(JobStatus, (int(c) for c in counts), strict=True))
+
+    async def expire_stale(self, *, now: int | None = None) -> list[str]:
+        """Expire the jobs unchanged for longer than the TTL, announcing each; returns their ids."""
+        ms = now_ms() if now is None else now
+        cutoff = ms - self.job_ttl_ms
+        expired: list[str] = []
+        async with self._guard("expire"):
+            stale = cast(
+                list[str],
+                await self.redis.zrangebyscore(self.keys.jobs_by_updated, "-inf", cutoff, start=0, num=_EXPIRE_BATCH),
+            )
+        for job_id in stale:
+            async with self._guard("expire"):
+                done = await self._expire(
+                    keys=[
+                        *self.keys.job_keys(job_id),
+                        self.keys.jobs_by_created,
+                        self.keys.jobs_by_updated,
+                        *self.keys.status_indexes(),
+                    ],
+                    args=[job_id, cutoff, iso_ms(ms) or "", self.keys.events_channel],
+                )
+            if done:
+                expired.append(job_id)
+        return expired
+
+    async def event_history(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's retained events, oldest first."""
+        async with self._guard("events"):
+            raw = await self.redis.lrange(self.keys.events(job_id), 0, -1)
+        return [json.loads(item) for item in raw]

@@ -1,0 +1,216 @@
+"""Parsing and validating what clients send; every failure is a ValidationError naming the field."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+from orchestrator.errors import ValidationError
+from orchestrator.models import DATA_TYPES, JobStatus, UpdateRequest
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_TOTAL_CLIENTS = 100_000
+MAX_SCHEMA_FEATURES = 10_000
+MAX_NAME_LENGTH = 256
+MAX_PAGE = 500
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a ValidationError saying why it is not one."""
+    if not body.strip():
+        raise ValidationError("Request body is empty; a JSON object is required", code="invalid_json")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise ValidationError("Request body is not valid UTF-8", code="invalid_json") from None
+    except json.JSONDecodeError as e:
+        raise ValidationError(
+            f"Malformed JSON: {e.msg} at line {e.lineno} column {e.colno}", code="invalid_json"
+        ) from None
+    except (ValueError, RecursionError):
+        raise ValidationError("Malformed JSON: nested too deeply or not decodable", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"Request body must be a JSON object, got {_kind(data)}", code="invalid_body")
+    return data
+
+
+def parse_update(data: dict[str, Any]) -> UpdateRequest:
+    job_id = parse_id(data, "jobId")
+    client_id = parse_id(data, "clientId")
+    total = _parse_total(data)
+    schema = data.get("schema")
+    schema_json = None if schema is None else canonical_schema(schema)
+    return UpdateRequest(job_id=job_id, client_id=client_id, total_clients=total, schema_json=schema_json)
+
+
+def parse_id(data: dict[str, Any], name: str) -> str:
+    if name not in data or data[name] is None:
+        raise ValidationError(f"Missing required field '{name}'", code="missing_field", field=name)
+    value = data[name]
+    if not isinstance(value, str):
+        raise ValidationError(f"'{name}' must be a string, got {_kind(value)}", code="invalid_field", field=name)
+    validate_id(value, name)
+    return value
+
+
+def validate_id(value: str, name: str) -> None:
+    if not ID_PATTERN.fullmatch(value):
+        raise ValidationError(
+            f"'{name}' must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
+            code="invalid_field",
+            field=name,
+        )
+
+
+def _parse_total(data: dict[str, Any]) -> int:
+    if "totalClients" not in data or data["totalClients"] is None:
+        raise ValidationError("Missing required field 'totalClients'", code="missing_field", field="totalClients")
+    value = data["totalClients"]
+    # Numeric strings are accepted because some clients serialise every field as a string.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 7:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(
+            f"'totalClients' must be an integer, got {_kind(value)}", code="invalid_field", field="totalClients"
+        )
+    if not 1 <= value <= MAX_TOTAL_CLIENTS:
+        raise ValidationError(
+            f"'totalClients' must be between 1 and {MAX_TOTAL_CLIENTS}, got {value}",
+            code="invalid_field",
+            field="totalClients",
+        )
+    return value
+
+
+def canonical_schema(schema: Any) -> str:
+    """Validate a schema (detailed or short form) and return it as canonical JSON for comparison."""
+    if not isinstance(schema, list):
+        raise ValidationError(f"'schema' must be a list, got {_kind(schema)}", code="invalid_schema", field="schema")
+    if len(schema) > MAX_SCHEMA_FEATURES:
+        raise ValidationError(
+            f"'schema' has {len(schema)} features; at most {MAX_SCHEMA_FEATURES} are allowed",
+            code="invalid_schema",
+            field="schema",
+        )
+    names: set[str] = set()
+    spans: list[tuple[int, int, int]] = []
+    for i, feature in enumerate(schema):
+        where = f"schema[{i}]"
+        if not isinstance(feature, dict):
+            raise ValidationError(
+                f"'{where}' must be an object, got {_kind(feature)}", code="invalid_schema", field=where
+            )
+        name = _feature_name(feature, where)
+        if name in names:
+            raise ValidationError(f"'{where}': duplicate feature name {name!r}", code="invalid_schema", field=where)
+        names.add(name)
+        data_type = feature.get("dataType")
+        if data_type not in DATA_TYPES:
+            raise ValidationError(
+                f"'{where}.dataType' must be one of {', '.join(sorted(DATA_TYPES))}, got {_short(data_type)}",
+                code="invalid_schema",
+                field=f"{where}.dataType",
+            )
+        offset = _optional_count(feature, "offset", where)
+        length = _optional_count(feature, "length", where)
+        if (offset is None) != (length is None):
+            raise ValidationError(
+                f"'{where}' must give 'offset' and 'length' together", code="invalid_schema", field=where
+            )
+        if offset is not None and length is not None:
+            spans.append((offset, length, i))
+        fields = feature.get("fields")
+        if fields is not None and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
+            raise ValidationError(
+                f"'{where}.fields' must be a list of strings", code="invalid_schema", field=f"{where}.fields"
+            )
+        if fields is not None and length is not None and len(fields) != length:
+            raise ValidationError(
+                f"'{where}.fields' has {len(fields)} names but 'length' is {length}",
+                code="invalid_schema",
+                field=f"{where}.fields",
+            )
+    spans.sort()
+    for (off_a, len_a, i_a), (off_b, _, i_b) in itertools.pairwise(spans):
+        if off_a + len_a > off_b:
+            raise ValidationError(
+                f"'schema[{i_a}]' and 'schema[{i_b}]' overlap (offset {off_a} + length {len_a} > offset {off_b})",
+                code="invalid_schema",
+                field="schema",
+            )
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _feature_name(feature: dict[str, Any], where: str) -> str:
+    name = feature.get("featureName", feature.get("name"))
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise ValidationError(
+            f"'{where}' needs 'featureName' or 'name': a string of 1-{MAX_NAME_LENGTH} characters",
+            code="invalid_schema",
+            field=where,
+        )
+    return name
+
+
+def _optional_count(feature: dict[str, Any], key: str, where: str) -> int | None:
+    value = feature.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 10**9:
+        raise ValidationError(
+            f"'{where}.{key}' must be a non-negative integer, got {_short(value)}",
+            code="invalid_schema",
+            field=f"{where}.{key}",
+        )
+    return value
+
+
+def parse_status(raw: str | None) -> JobStatus | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return JobStatus(raw.upper())
+    except ValueError:
+        raise ValidationError(
+            f"'status' must be one of {', '.join(s.value for s in JobStatus)}", code="invalid_query", field="status"
+        ) from None
+
+
+def parse_limit(raw: str | None, default: int = 50) -> int:
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
+        raise ValidationError(f"'limit' must be an integer 1-{MAX_PAGE}", code="invalid_query", field="limit")
+    return int(raw)
+
+
+def parse_cursor(raw: str | None) -> tuple[int, str] | None:
+    if raw is None or raw == "":
+        return None
+    score, sep, job_id = raw.partition(":")
+    if not sep or not (score.isascii() and score.isdigit()) or len(score) > 15 or not ID_PATTERN.fullmatch(job_id):
+        raise ValidationError("'cursor' is not one this service returned", code="invalid_query", field="cursor")
+    return int(score), job_id
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        return _kind(value)
+    text = repr(value) if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

