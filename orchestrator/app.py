@@ -49,8 +49,10 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             await client.aclose()
 
     async def janitor_ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_janitor(app[STORE], settings.janitor_interval_seconds), name="janitor")
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_janitor(app[STORE], settings.janitor_interval_seconds, stop), name="janitor")
         yield
+        stop.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

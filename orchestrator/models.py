@@ -72,10 +72,11 @@ class Job:
 
     @classmethod
     def from_redis(cls, raw: dict[str, str], client_times: dict[str, str] | None = None) -> Job:
-        clients = sorted(
-            (ClientReport(cid, int(ms)) for cid, ms in (client_times or {}).items()),
-            key=lambda c: (c.reported_at_ms, c.client_id),
-        )
+        reports = []
+        for cid, value in (client_times or {}).items():
+            ms, _, ordinal = value.partition(":")
+            reports.append((int(ordinal or 0), ClientReport(cid, int(ms))))
+        clients = [report for _, report in sorted(reports, key=lambda r: (r[0], r[1].reported_at_ms))]
         return cls(
             job_id=raw["jobId"],
             status=JobStatus(raw.get("status", JobStatus.IN_PROGRESS.value)),

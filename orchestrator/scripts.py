@@ -23,7 +23,7 @@ end
 """
 
 # Record one client's update.
-# KEYS[1] job hash          KEYS[2] updatedClients set   KEYS[3] clientTimes hash  KEYS[4] events list
+# KEYS[1] job hash          KEYS[2] updatedClients set   KEYS[3] clientTimes hash ('<ms>:<ordinal>')  KEYS[4] events list
 # KEYS[5] jobs:created      KEYS[6] jobs:updated         KEYS[7] status IN_PROGRESS KEYS[8] status AGGREGATING
 # KEYS[9] aggregation queue stream
 # ARGV[1] jobId  ARGV[2] clientId  ARGV[3] totalClients  ARGV[4] canonical schema JSON or ''
@@ -71,8 +71,9 @@ if schema ~= '' and current[2] == '' then
   redis.call('HSET', job, 'schema', schema)
 end
 redis.call('SADD', clients, client_id)
-redis.call('HSET', times, client_id, now)
 local done = redis.call('SCARD', clients)
+-- '<epoch ms>:<ordinal>': the ordinal keeps the reporting order when two clients share a millisecond.
+redis.call('HSET', times, client_id, now .. ':' .. done)
 redis.call('HSET', job, 'doneCount', done, 'updatedAt', now)
 local version = emit(job, events, job_id, at, history, channel, 'client.done',
   {clientId = client_id, doneCount = done, totalClients = total})

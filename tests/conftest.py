@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from orchestrator.app import create_app
+from orchestrator.settings import Settings
+
+REAL_REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
+# CI sets this so that an unreachable real Redis fails the run instead of skipping its tests.
+REQUIRE_REAL_REDIS = os.environ.get("REQUIRE_REAL_REDIS") == "1"
+
+
+async def connect_real_redis() -> aioredis.Redis:
+    client = aioredis.Redis.from_url(REAL_REDIS_URL, decode_responses=True, socket_timeout=5)
+    try:
+        await client.ping()
+    except (RedisConnectionError, OSError) as e:
+        await client.aclose()
+        message = f"real Redis at {REAL_REDIS_URL} unreachable: {e}"
+        if REQUIRE_REAL_REDIS:
+            pytest.fail(message)
+        pytest.skip(message)
+    return client
+
+
+async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
+    async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        await client.delete(key)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own, so tests never trip on each other's keys in a shared Redis."""
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture(params=["fakeredis", "real-redis"])
+async def redis_client(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[aioredis.Redis]:
+    """The same tests run on the embedded fakeredis and on the real Redis server."""
+    if request.param == "fakeredis":
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+        yield client
+        await client.aclose()
+        return
+    client = await connect_real_redis()
+    yield client
+    await delete_prefix(client, prefix)
+    await client.aclose()
+
+
+@pytest.fixture
+async def real_redis(prefix: str) -> AsyncIterator[aioredis.Redis]:
+    client = await connect_real_redis()
+    yield client
+    await delete_prefix(client, prefix)
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(prefix: str, tmp_path: Path) -> Settings:
+    return Settings(key_prefix=prefix, log_dir=str(tmp_path / "logs"), janitor_interval_seconds=3600)
+
+
+@pytest.fixture
+def make_client(
+    aiohttp_client: Callable[..., Any], redis_client: aioredis.Redis, settings: Settings
+) -> Callable[..., Any]:
+    async def make(**overrides: Any) -> TestClient[Any, Any]:
+        return await aiohttp_client(create_app(settings.with_overrides(**overrides), redis=redis_client))  # type: ignore[no-any-return]
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Any]) -> TestClient[Any, Any]:
+    return await make_client()  # type: ignore[no-any-return]

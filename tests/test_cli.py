@@ -1,0 +1,69 @@
+"""The entry points as a user runs them: `orchestrator serve` on the embedded default, bad settings, logs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.support import REPO, ServiceProcess
+
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \[[\w.-]+\] \[computations-orchestrator\] .+"
+)
+
+
+def test_bad_setting_stops_with_one_clear_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve"],
+        env={"PATH": "/usr/bin:/bin", "PORT": "not-a-port", "LOG_DIR": str(tmp_path)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "orchestrator: configuration error: PORT: must be an integer 1-65535, got 'not-a-port'"
+    ]
+
+
+def test_console_script_and_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("orchestrator ")
+
+
+async def test_serve_on_embedded_default_logs_in_the_original_format(tmp_path: Path) -> None:
+    service = ServiceProcess({}, tmp_path / "logs")
+    try:
+        await service.ready("/readyz")
+        async with aiohttp.ClientSession() as session:
+            body = {"jobId": "test_123", "clientId": "client_1", "totalClients": 1}
+            async with session.post(f"{service.base}/api/update", json=body) as resp:
+                assert resp.status == 200
+            async with session.get(f"{service.base}/api/job-status/test_123") as resp:
+                assert (await resp.json())["status"] == "AGGREGATING"
+            async with session.post(
+                f"{service.base}/api/update", data=b"{", headers={"Content-Type": "application/json"}
+            ) as resp:
+                assert resp.status == 400
+    finally:
+        service.stop()
+    log = (tmp_path / "logs" / "computations-orchestrator.log").read_text()
+    lines = log.splitlines()
+    assert lines and all(LOG_LINE.match(line) for line in lines), log
+    assert "WARNING [connections] [computations-orchestrator] No REDIS_URL set: using an embedded" in log
+    assert "starting with {" in log and "embedded fakeredis" in log
+    assert "[api] [computations-orchestrator] Job test_123 created (totalClients=1)" in log
+    assert "Client client_1 done for job test_123 (doneCount=1/1)" in log
+    assert "Job test_123: all 1 clients done; moved to AGGREGATING" in log
+    assert re.search(r"\[access\] \[computations-orchestrator\] POST /api/update 200 \d+\.\dms", log)
+    assert re.search(r"\[access\] \[computations-orchestrator\] POST /api/update 400 \d+\.\dms", log)
+    assert "WARNING [access]" not in log
+    assert service.stderr().count("Job test_123 created") == 1

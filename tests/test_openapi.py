@@ -1,0 +1,65 @@
+"""The OpenAPI document is valid, covers every route, and real responses match it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate
+
+from orchestrator.openapi import OPENAPI
+
+Client = TestClient[Any, Any]
+
+
+def assert_matches(path: str, method: str, status: int, body: Any) -> None:
+    responses = OPENAPI["paths"][path][method]["responses"]
+    assert str(status) in responses, f"{method.upper()} {path} -> {status} is not documented"
+    schema = responses[str(status)]["content"]["application/json"]["schema"]
+    resolver_doc = {**schema, "components": OPENAPI["components"]}
+    OAS30Validator(resolver_doc).validate(body)
+
+
+def test_document_is_valid_openapi() -> None:
+    validate(OPENAPI)
+
+
+async def test_every_route_is_documented(client: Client) -> None:
+    routes = {
+        (route.resource.canonical, route.method.lower())
+        for route in client.app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    }
+    documented = {(path, method) for path, item in OPENAPI["paths"].items() for method in item}
+    assert routes == documented
+
+
+async def test_responses_match_the_document(client: Client) -> None:
+    served = await (await client.get("/api/openapi.json")).json()
+    assert served == OPENAPI
+    schema = [
+        {"featureName": "a", "dataType": "BOOLEAN", "offset": 0, "length": 2, "fields": ["numOfNotNull", "numOfTrue"]}
+    ]
+    calls: list[tuple[str, str, str, dict[str, Any] | None]] = [
+        ("/", "get", "/", None),
+        ("/api/update", "post", "/api/update", {"jobId": "o1", "clientId": "c1", "totalClients": 2, "schema": schema}),
+        ("/api/update", "post", "/api/update", {"jobId": "o1", "clientId": "c1", "totalClients": 2}),
+        ("/api/update", "post", "/api/update", {"jobId": "o1", "clientId": "c2", "totalClients": 9}),
+        ("/api/update", "post", "/api/update", {"jobId": "o1", "clientId": 5, "totalClients": 2}),
+        ("/api/job-status/{jobId}", "get", "/api/job-status/o1", None),
+        ("/api/job-status/{jobId}", "get", "/api/job-status/none", None),
+        ("/api/jobs", "get", "/api/jobs?limit=1", None),
+        ("/api/jobs", "get", "/api/jobs?limit=0", None),
+        ("/api/jobs/{jobId}", "get", "/api/jobs/o1", None),
+        ("/api/jobs/{jobId}", "get", "/api/jobs/none", None),
+        ("/api/jobs/{jobId}", "get", "/api/jobs/bad%20id", None),
+        ("/healthz", "get", "/healthz", None),
+        ("/readyz", "get", "/readyz", None),
+    ]
+    for path, method, url, body in calls:
+        resp = await client.request(method.upper(), url, json=body)
+        assert_matches(path, method, resp.status, await resp.json())
+    await client.post("/api/update", json={"jobId": "o1", "clientId": "c2", "totalClients": 2})
+    resp = await client.get("/api/job-status/o1")
+    assert_matches("/api/job-status/{jobId}", "get", resp.status, await resp.json())

@@ -1,0 +1,165 @@
+"""JobStore and its Lua scripts, against fakeredis and the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import redis.asyncio as aioredis
+
+from orchestrator.errors import JobNotFound
+from orchestrator.keys import Keys
+from orchestrator.metrics import Metrics
+from orchestrator.models import JobStatus, UpdateOutcome, UpdateRequest
+from orchestrator.store import JobStore, now_ms
+
+
+@pytest.fixture
+def store(redis_client: aioredis.Redis, prefix: str) -> JobStore:
+    return JobStore(
+        redis_client, keys=Keys(prefix), metrics=Metrics(), timeout=5, job_ttl_seconds=3600, event_history=5
+    )
+
+
+def req(job: str, client: str, total: int = 2, schema: str | None = None) -> UpdateRequest:
+    return UpdateRequest(job_id=job, client_id=client, total_clients=total, schema_json=schema)
+
+
+async def test_update_outcomes_and_versions(store: JobStore) -> None:
+    first = await store.record_update(req("j", "a"))
+    assert (first.outcome, first.created, first.triggered, first.status, first.done_count, first.version) == (
+        UpdateOutcome.RECORDED,
+        True,
+        False,
+        JobStatus.IN_PROGRESS,
+        1,
+        2,
+    )
+    again = await store.record_update(req("j", "a"))
+    assert (again.outcome, again.created, again.version, again.done_count) == (UpdateOutcome.DUPLICATE, False, 2, 1)
+    conflict = await store.record_update(req("j", "b", total=3))
+    assert (conflict.outcome, conflict.conflict_field, conflict.total_clients) == (
+        UpdateOutcome.CONFLICT,
+        "totalClients",
+        2,
+    )
+    last = await store.record_update(req("j", "b"))
+    assert (last.outcome, last.triggered, last.status, last.done_count, last.version) == (
+        UpdateOutcome.RECORDED,
+        True,
+        JobStatus.AGGREGATING,
+        2,
+        4,
+    )
+    closed = await store.record_update(req("j", "c"))
+    assert (closed.outcome, closed.status) == (UpdateOutcome.CLOSED, JobStatus.AGGREGATING)
+
+
+async def test_events_are_stored_bounded_and_published(store: JobStore, redis_client: aioredis.Redis) -> None:
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(store.keys.events_channel)
+    await pubsub.get_message(timeout=1)
+    for client in ("a", "b", "c", "d"):
+        await store.record_update(req("ev", client, total=4))
+    history = await store.event_history("ev")
+    # 6 events (created, 4 x client.done, aggregating) with a history of 5: the oldest is dropped.
+    assert [e["version"] for e in history] == [2, 3, 4, 5, 6]
+    assert [e["type"] for e in history] == ["client.done"] * 4 + ["job.aggregating"]
+    assert history[0] == {
+        "type": "client.done",
+        "jobId": "ev",
+        "version": 2,
+        "at": history[0]["at"],
+        "clientId": "a",
+        "doneCount": 1,
+        "totalClients": 4,
+    }
+    published = []
+    while len(published) < 6:
+        message = await pubsub.get_message(timeout=2)
+        assert message is not None, published
+        if message["type"] == "message":
+            published.append(json.loads(message["data"]))
+    assert [e["version"] for e in published] == [1, 2, 3, 4, 5, 6]
+    assert published[0]["type"] == "job.created"
+    assert published[1:] == history
+    await pubsub.aclose()
+
+
+async def test_trigger_queues_exactly_one_handoff(store: JobStore, redis_client: aioredis.Redis) -> None:
+    await store.record_update(req("q", "a"))
+    await store.record_update(req("q", "b"))
+    await store.record_update(req("q", "b"))
+    entries = await redis_client.xrange(store.keys.aggregation_queue)
+    assert [fields for _, fields in entries] == [{"jobId": "q", "version": "4"}]
+
+
+async def test_script_replayed_after_success_changes_nothing(store: JobStore, redis_client: aioredis.Redis) -> None:
+    """What a retried EVALSHA does: the second run of the very same call finds the change made."""
+    await store.record_update(req("r", "a"))
+    before = await redis_client.hgetall(store.keys.job("r"))
+    replay = await store.record_update(req("r", "a"))
+    assert replay.outcome is UpdateOutcome.DUPLICATE
+    assert await redis_client.hgetall(store.keys.job("r")) == before
+    await store.record_update(req("r", "b"))
+    await store.record_update(req("r", "b"))
+    assert await redis_client.xlen(store.keys.aggregation_queue) == 1
+
+
+async def test_keys_are_hash_tagged_and_carry_a_ttl(store: JobStore, redis_client: aioredis.Redis) -> None:
+    await store.record_update(req("ttl", "a"))
+    keys = store.keys.job_keys("ttl")
+    assert keys[0].endswith("job:{ttl}") and keys[1].endswith("job:{ttl}:updatedClients")
+    for key in keys:
+        assert await redis_client.exists(key)
+        ttl = await redis_client.pttl(key)
+        assert 3600_000 < ttl <= 3600_000 + 3600_000, key
+
+
+async def test_get_job_reports_clients_in_order(store: JobStore) -> None:
+    for client in ("z", "y", "x"):
+        await store.record_update(req("o", client, total=3, schema='[{"dataType":"BOOLEAN","name":"b"}]'))
+    job = await store.get_job("o")
+    assert [c.client_id for c in job.clients] == ["z", "y", "x"]
+    assert job.schema == [{"dataType": "BOOLEAN", "name": "b"}]
+    assert job.status is JobStatus.AGGREGATING
+    with pytest.raises(JobNotFound):
+        await store.get_job("missing")
+
+
+async def test_janitor_expires_stale_jobs_once(store: JobStore, redis_client: aioredis.Redis) -> None:
+    await store.record_update(req("old", "a"))
+    await store.record_update(req("new", "a"))
+    later = now_ms() + 3600_000 + 1
+    # Touch "new" so that only "old" is stale at `later`.
+    await redis_client.zadd(store.keys.jobs_by_updated, {"new": later})
+    await redis_client.hset(store.keys.job("new"), "updatedAt", later)
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(store.keys.events_channel)
+    await pubsub.get_message(timeout=1)
+    results = await asyncio.gather(store.expire_stale(now=later), store.expire_stale(now=later))
+    assert sorted(results, key=len) == [[], ["old"]]
+    assert not await redis_client.exists(*store.keys.job_keys("old"))
+    jobs, _ = await store.list_jobs(status=None, limit=10, cursor=None)
+    assert [j.job_id for j in jobs] == ["new"]
+    assert await store.count_by_status() == {s: (1 if s is JobStatus.IN_PROGRESS else 0) for s in JobStatus}
+    message = await pubsub.get_message(timeout=2)
+    assert message is not None
+    event = json.loads(message["data"])
+    assert (event["type"], event["jobId"], event["version"], event["status"]) == (
+        "job.expired",
+        "old",
+        3,
+        "IN_PROGRESS",
+    )
+    await pubsub.aclose()
+
+
+async def test_listing_skips_jobs_whose_keys_vanished(store: JobStore, redis_client: aioredis.Redis) -> None:
+    await store.record_update(req("gone", "a"))
+    await store.record_update(req("kept", "a"))
+    await redis_client.delete(store.keys.job("gone"))
+    jobs, cursor = await store.list_jobs(status=None, limit=10, cursor=None)
+    assert [j.job_id for j in jobs] == ["kept"]
+    assert cursor is None
