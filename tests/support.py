@@ -22,8 +22,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_until(url: str, *, timeout: float = 15.0, status: int = 200) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(url: str, *, within: float = 15.0, status: int = 200) -> None:
+    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as session:
         while True:
             try:
@@ -33,7 +33,7 @@ async def wait_until(url: str, *, timeout: float = 15.0, status: int = 200) -> N
             except aiohttp.ClientError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer {status} within {timeout}s")
+                raise TimeoutError(f"{url} did not answer {status} within {within}s")
             await asyncio.sleep(0.05)
 
 

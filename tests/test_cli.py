@@ -12,7 +12,8 @@ import aiohttp
 from tests.support import REPO, ServiceProcess
 
 LOG_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \[[\w.-]+\] \[computations-orchestrator\] .+"
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+    r"\[[\w.-]+\] \[computations-orchestrator\] .+"
 )
 
 

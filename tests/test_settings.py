@@ -38,12 +38,12 @@ def test_redis_host_and_port_build_a_url_and_redis_url_wins() -> None:
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:
-    with pytest.raises(SettingsError, match=f"^{name}: "):
+    with pytest.raises(SettingsError, match=rf"^{name}: "):
         Settings.from_env(env)
 
 
 def test_overrides_are_validated() -> None:
     settings = Settings.from_env({}).with_overrides(port=8080, host=None)
     assert (settings.port, settings.host) == (8080, "127.0.0.1")
-    with pytest.raises(SettingsError, match="^REDIS_URL: "):
+    with pytest.raises(SettingsError, match=r"^REDIS_URL: "):
         Settings().with_overrides(redis_url="mysql://x")
