@@ -18,7 +18,7 @@ from orchestrator.metrics import Metrics
 from orchestrator.middleware import observe
 from orchestrator.routes import setup_routes
 from orchestrator.settings import Settings
-from orchestrator.store import JobStore
+from orchestrator.store import JobStore, StoreUnavailable
 from orchestrator.typedefs import METRICS, REDIS, SETTINGS, STORE
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,11 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             event_history=settings.event_history,
         )
         logger.info("%s %s starting with %s", SERVICE_NAME, __version__, settings.public_dict())
+        try:
+            await app[STORE].ping()
+            logger.info("Redis reachable at %s", settings.redis_label)
+        except StoreUnavailable as e:
+            logger.warning("Redis not reachable yet (%s); requests get 503 and /readyz fails until it is", e)
         yield
         if redis is None:
             await client.aclose()

@@ -13,7 +13,7 @@ from orchestrator.errors import ApiError
 from orchestrator.store import StoreUnavailable
 from orchestrator.typedefs import METRICS, SETTINGS
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("orchestrator.http")
 access_logger = logging.getLogger("orchestrator.access")
 
 _HTTP_CODES = {
@@ -38,6 +38,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except ApiError as e:
+        logger.warning("%s %s -> %d %s: %s", request.method, request.path, e.status, e.code, e.message)
         response = web.json_response(e.body(), status=e.status)
     except StoreUnavailable as e:
         retry_after = request.app[SETTINGS].retry_after_seconds
@@ -55,6 +56,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = _HTTP_CODES.get(e.status, "http_error")
         message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
         headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        logger.warning("%s %s -> %d %s: %s", request.method, request.path, e.status, code, message or e.reason)
         response = error_response(e.status, code, message or e.reason, headers=headers)
     except Exception:
         logger.exception("Unhandled error on %s %s", request.method, request.path)

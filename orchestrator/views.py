@@ -9,12 +9,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator import SERVICE_NAME, __version__
-from orchestrator.errors import ApiError, Conflict, JobNotFound, UnsupportedMediaType
+from orchestrator.errors import Conflict, JobNotFound, UnsupportedMediaType
 from orchestrator.models import Job, JobStatus, UpdateOutcome, iso_ms
 from orchestrator.openapi import OPENAPI
 from orchestrator.store import StoreUnavailable
 from orchestrator.typedefs import METRICS, STORE
 from orchestrator.validation import (
+    ID_PATTERN,
     parse_cursor,
     parse_json_object,
     parse_limit,
@@ -113,13 +114,12 @@ async def update(request: web.Request) -> web.Response:
 async def job_status(request: web.Request) -> web.Response:
     job_id = request.match_info["jobId"]
     try:
-        validate_id(job_id, "jobId")
+        if not ID_PATTERN.fullmatch(job_id):
+            raise JobNotFound(job_id)
         job = await request.app[STORE].get_job(job_id)
-    except (JobNotFound, ApiError) as e:
-        if isinstance(e, JobNotFound) or e.code == "invalid_field":
-            # The original's shape, which polling clients check for.
-            return web.json_response({"error": f"Unknown jobId {job_id}", "code": "job_not_found"}, status=404)
-        raise
+    except JobNotFound:
+        # The original's shape, which polling clients check for.
+        return web.json_response({"error": f"Unknown jobId {job_id}", "code": "job_not_found"}, status=404)
     return web.json_response(status_body(job))
 
 

@@ -79,7 +79,8 @@ class RedisServerProcess:
     """A private redis-server on its own port, persisting every write (appendfsync always), so a
     test may kill and restart it without losing acknowledged writes."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+        self.extra_args = extra_args
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
@@ -108,6 +109,7 @@ class RedisServerProcess:
                 str(self.data_dir),
                 "--logfile",
                 str(self.data_dir / "redis.log"),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

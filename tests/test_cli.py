@@ -67,4 +67,6 @@ async def test_serve_on_embedded_default_logs_in_the_original_format(tmp_path: P
     assert re.search(r"\[access\] \[computations-orchestrator\] POST /api/update 200 \d+\.\dms", log)
     assert re.search(r"\[access\] \[computations-orchestrator\] POST /api/update 400 \d+\.\dms", log)
     assert "WARNING [access]" not in log
+    assert "WARNING [http] [computations-orchestrator] POST /api/update -> 400 invalid_json: Malformed JSON" in log
+    assert "Redis reachable at embedded fakeredis" in log
     assert service.stderr().count("Job test_123 created") == 1
