@@ -12,6 +12,7 @@ from aiohttp import web
 
 from orchestrator import SERVICE_NAME, __version__
 from orchestrator.connections import create_redis
+from orchestrator.hub import EventHub
 from orchestrator.janitor import run_janitor
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
@@ -19,7 +20,8 @@ from orchestrator.middleware import observe
 from orchestrator.routes import setup_routes
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable
-from orchestrator.typedefs import METRICS, REDIS, SETTINGS, STORE
+from orchestrator.typedefs import HUB, METRICS, REDIS, SETTINGS, SOCKETS, STORE
+from orchestrator.ws import SocketRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,29 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+        hub = EventHub(
+            app[REDIS],
+            app[STORE].keys.events_channel,
+            queue_size=settings.ws_queue_size,
+            ping_interval=settings.pubsub_ping_seconds,
+            liveness_timeout=settings.pubsub_liveness_seconds,
+        )
+        app[HUB] = hub
+        stop = asyncio.Event()
+        task = asyncio.create_task(hub.run(stop), name="event-listener")
+        yield
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def close_sockets(app: web.Application) -> None:
+        await app[SOCKETS].close_all()
+
+    app[SOCKETS] = SocketRegistry()
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(janitor_ctx)
+    app.on_shutdown.append(close_sockets)
     return app

@@ -11,11 +11,15 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, http_status: int | None = None, **details: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if http_status is not None:
+            self.status = http_status
         self.details = details
 
     def body(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from orchestrator import views
+from orchestrator import views, ws
 
 
 def setup_routes(app: web.Application) -> None:
@@ -17,3 +17,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", views.readyz)
     app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/ws", ws.all_socket)
+    app.router.add_get("/ws/jobs/{jobId}", ws.job_socket)

@@ -38,6 +38,17 @@ class Settings:
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
     access_log: bool = True
+    # WebSockets. An empty allow-list means same-origin only; "*" allows any origin.
+    ws_allowed_origins: tuple[str, ...] = ()
+    ws_max_connections: int = 10000
+    ws_queue_size: int = 256
+    # Kernel send buffer per socket: bounds what a client that stops reading can pin in memory
+    # (Linux would otherwise grow it to several MB before the socket's queue even starts to fill).
+    ws_send_buffer_bytes: int = 256 * 1024
+    ws_heartbeat_seconds: float = 20.0
+    ws_snapshot_jobs: int = 200
+    pubsub_ping_seconds: float = 5.0
+    pubsub_liveness_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +122,60 @@ class Settings:
                 env, "LOG_BACKUPS", default.log_backups, int, lambda v: 0 <= v <= 100, "an integer 0-100"
             ),
             access_log=_parse(env, "ACCESS_LOG", default.access_log, _parse_bool, lambda v: True, "true or false"),
+            ws_allowed_origins=_parse(
+                env,
+                "WS_ALLOWED_ORIGINS",
+                default.ws_allowed_origins,
+                _parse_origins,
+                lambda v: True,
+                "a comma-separated list of origins like https://example.org, or *",
+            ),
+            ws_max_connections=_parse(
+                env,
+                "WS_MAX_CONNECTIONS",
+                default.ws_max_connections,
+                int,
+                lambda v: 1 <= v <= 1_000_000,
+                "an integer 1-1000000",
+            ),
+            ws_queue_size=_parse(
+                env, "WS_QUEUE_SIZE", default.ws_queue_size, int, lambda v: 1 <= v <= 100_000, "an integer 1-100000"
+            ),
+            ws_send_buffer_bytes=_parse(
+                env,
+                "WS_SEND_BUFFER_BYTES",
+                default.ws_send_buffer_bytes,
+                int,
+                lambda v: 4096 <= v <= 64 << 20,
+                "bytes, 4096-67108864",
+            ),
+            ws_heartbeat_seconds=_parse(
+                env,
+                "WS_HEARTBEAT_SECONDS",
+                default.ws_heartbeat_seconds,
+                float,
+                lambda v: 1 <= v <= 3600,
+                "seconds, 1-3600",
+            ),
+            ws_snapshot_jobs=_parse(
+                env, "WS_SNAPSHOT_JOBS", default.ws_snapshot_jobs, int, lambda v: 1 <= v <= 500, "an integer 1-500"
+            ),
+            pubsub_ping_seconds=_parse(
+                env,
+                "PUBSUB_PING_SECONDS",
+                default.pubsub_ping_seconds,
+                float,
+                lambda v: 0.1 <= v <= 300,
+                "seconds, 0.1-300",
+            ),
+            pubsub_liveness_seconds=_parse(
+                env,
+                "PUBSUB_LIVENESS_SECONDS",
+                default.pubsub_liveness_seconds,
+                float,
+                lambda v: 0.5 <= v <= 3600,
+                "seconds, 0.5-3600",
+            ),
         )
         settings.validate()
         return settings
@@ -122,6 +187,8 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.pubsub_liveness_seconds <= self.pubsub_ping_seconds:
+            raise SettingsError("PUBSUB_LIVENESS_SECONDS: must be longer than PUBSUB_PING_SECONDS")
         if self.redis_url is not None:
             scheme = urlsplit(self.redis_url).scheme
             if scheme not in {"redis", "rediss", "unix"}:
@@ -160,7 +227,17 @@ class Settings:
             "log_dir": self.log_dir,
             "log_level": self.log_level,
             "access_log": self.access_log,
+            "ws_allowed_origins": list(self.ws_allowed_origins) or "same-origin",
+            "ws_max_connections": self.ws_max_connections,
         }
+
+
+def _parse_origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and urlsplit(origin).scheme not in {"http", "https"}:
+            raise ValueError(origin)
+    return origins
 
 
 def _parse_bool(raw: str) -> bool:

@@ -188,6 +188,27 @@ class JobStore:
                 expired.append(job_id)
         return expired
 
+    async def events_since(self, job_id: str, since: int) -> list[tuple[int, str]] | None:
+        """The job's events after version ``since`` as (version, JSON text), oldest first; None when
+        the retained history no longer reaches back that far (the caller then needs a snapshot)."""
+        async with self._guard("events"), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.job(job_id), "version")
+            pipe.lrange(self.keys.events(job_id), 0, -1)
+            current, raw = await pipe.execute()
+        if current is None or since > int(current):
+            return None
+        events = [(int(json.loads(item)["version"]), item) for item in raw]
+        missed = [(v, item) for v, item in events if v > since]
+        if int(current) > since and (not missed or missed[0][0] != since + 1):
+            return None
+        return missed
+
+    async def find_job(self, job_id: str) -> Job | None:
+        try:
+            return await self.get_job(job_id)
+        except JobNotFound:
+            return None
+
     async def event_history(self, job_id: str) -> list[dict[str, Any]]:
         """The job's retained events, oldest first."""
         async with self._guard("events"):

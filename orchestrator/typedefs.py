@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from orchestrator.hub import EventHub
 from orchestrator.metrics import Metrics
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore
+
+if TYPE_CHECKING:
+    from orchestrator.ws import SocketRegistry
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 STORE = web.AppKey("store", JobStore)
 METRICS = web.AppKey("metrics", Metrics)
+HUB = web.AppKey("hub", EventHub)
+SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")

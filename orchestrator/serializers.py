@@ -1,0 +1,79 @@
+"""Jobs as JSON: the shapes the HTTP API and the WebSocket snapshots share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.models import Job, JobStatus, iso_ms
+
+
+def status_body(job: Job) -> dict[str, Any]:
+    """The original's job-status shape, plus a few additive fields."""
+    progress = {"doneCount": job.done_count, "totalClients": job.total_clients, "percentage": job.percentage}
+    body: dict[str, Any] = {
+        "status": job.status.value,
+        "jobId": job.job_id,
+        "message": _status_message(job),
+        "progress": progress,
+        "version": job.version,
+        "jobInfo": {
+            "totalClients": job.total_clients,
+            "doneCount": job.done_count,
+            "schema": job.schema,
+            "finalResult": job.final_result,
+            "updatedClients": [c.client_id for c in job.clients],
+        },
+    }
+    if job.failure_reason:
+        body["failureReason"] = job.failure_reason
+    if job.status is JobStatus.COMPLETED:
+        result = job.final_result if isinstance(job.final_result, dict) else {}
+        body["aggregatedResults"] = result.get("aggregatedResults", job.final_result)
+        body["metadata"] = result.get("metadata") or {
+            "totalFeatures": len(job.schema or []),
+            "totalClients": job.total_clients,
+            "completedAt": iso_ms(job.completed_at_ms or job.updated_at_ms),
+            "doneCount": job.done_count,
+        }
+    return body
+
+
+def _status_message(job: Job) -> str:
+    counts = f"(doneCount={job.done_count}/{job.total_clients})"
+    match job.status:
+        case JobStatus.IN_PROGRESS:
+            return f"Job {job.job_id} is in progress {counts}."
+        case JobStatus.AGGREGATING:
+            return f"Job {job.job_id} is aggregating {counts}."
+        case JobStatus.COMPLETED:
+            return f"Job {job.job_id} is completed."
+        case JobStatus.FAILED:
+            return f"Job {job.job_id} failed: {job.failure_reason or 'no reason recorded'}."
+        case JobStatus.CANCELLED:
+            return f"Job {job.job_id} was cancelled {counts}."
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    return {
+        "jobId": job.job_id,
+        "status": job.status.value,
+        "totalClients": job.total_clients,
+        "doneCount": job.done_count,
+        "percentage": job.percentage,
+        "createdAt": iso_ms(job.created_at_ms),
+        "updatedAt": iso_ms(job.updated_at_ms),
+        "version": job.version,
+    }
+
+
+def job_detail(job: Job) -> dict[str, Any]:
+    """The full job: summary, schema, clients with the time each reported, result."""
+    return {
+        **job_summary(job),
+        "schema": job.schema,
+        "clients": [{"clientId": c.client_id, "reportedAt": iso_ms(c.reported_at_ms)} for c in job.clients],
+        "aggregatingAt": iso_ms(job.aggregating_at_ms),
+        "completedAt": iso_ms(job.completed_at_ms),
+        "failureReason": job.failure_reason,
+        "finalResult": job.final_result,
+    }

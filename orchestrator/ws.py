@@ -1,0 +1,295 @@
+"""WebSocket endpoints: `/ws/jobs/{jobId}` (one job) and `/ws` (every job, the dashboard's feed).
+
+A socket gets a snapshot first, then events in version order. Each socket has a bounded queue fed by
+the process's EventHub and its own writer task; a socket whose queue overflows (a client that does
+not read) is closed with 1013 and its transport aborted, without slowing anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from orchestrator.errors import ApiError, ValidationError
+from orchestrator.hub import RESYNC, Event, Subscription
+from orchestrator.models import Job, iso_ms
+from orchestrator.serializers import job_detail, job_summary
+from orchestrator.settings import Settings
+from orchestrator.store import JobStore, StoreUnavailable, now_ms
+from orchestrator.typedefs import HUB, SETTINGS, SOCKETS, STORE
+from orchestrator.validation import validate_id
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SLOW_CONSUMER = WSCloseCode.TRY_AGAIN_LATER  # 1013: the client did not keep up; reconnect with ?since=
+_MAX_TRACKED_JOBS = 10_000
+_CATCH_UP_RETRY = 1.0
+
+
+class SocketRegistry:
+    """Open sockets of this process, for the connection limit and for closing them on shutdown."""
+
+    def __init__(self) -> None:
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self.sockets)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close_all(self) -> None:
+        """Close every socket with 1001 (going away); shutdown would otherwise wait for each."""
+        sockets = list(self.sockets)
+        if sockets:
+            logger.info("Closing %d WebSocket(s) for shutdown", len(sockets))
+        await asyncio.gather(
+            *(_close(ws, WSCloseCode.GOING_AWAY, b"server shutting down") for ws in sockets), return_exceptions=True
+        )
+
+
+async def _close(ws: web.WebSocketResponse, code: int, message: bytes, transport: Any = None) -> None:
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=message), 1.0)
+    except (TimeoutError, ConnectionError, RuntimeError):
+        if transport is not None:
+            transport.abort()
+
+
+class SlowConsumer(Exception):
+    """The client is not reading: its queue or its transport buffer is full."""
+
+
+class Outbox:
+    """Sends to one socket, refusing to buffer more than ``limit`` bytes in user space for a client
+    that has stopped reading (aiohttp would otherwise queue a few hundred KB before blocking)."""
+
+    def __init__(self, ws: web.WebSocketResponse, transport: Any, limit: int) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.limit = limit
+
+    async def text(self, data: str) -> None:
+        if self.transport is not None and self.transport.get_write_buffer_size() > self.limit:
+            raise SlowConsumer(f"{self.transport.get_write_buffer_size()} bytes unsent")
+        await self.ws.send_str(data)
+
+    async def json(self, data: dict[str, Any]) -> None:
+        await self.text(json.dumps(data))
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
+
+def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser: origin checks protect browsers' ambient credentials
+    origin = origin.rstrip("/")
+    if "*" in allowed or origin in allowed:
+        return True
+    if allowed:
+        return False
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+async def job_socket(request: web.Request) -> web.WebSocketResponse:
+    job_id = request.match_info["jobId"]
+    validate_id(job_id, "jobId")
+    raw_since = request.query.get("since")
+    since = None
+    if raw_since not in (None, ""):
+        assert raw_since is not None
+        if not (raw_since.isascii() and raw_since.isdigit() and len(raw_since) <= 15):
+            raise ValidationError("'since' must be a non-negative integer version", code="invalid_query", field="since")
+        since = int(raw_since)
+    return await _serve(request, JobFeed(request.app[STORE], job_id, since), job_id)
+
+
+async def all_socket(request: web.Request) -> web.WebSocketResponse:
+    settings = request.app[SETTINGS]
+    return await _serve(request, AllFeed(request.app[STORE], settings.ws_snapshot_jobs), None)
+
+
+async def _serve(request: web.Request, feed: JobFeed | AllFeed, job_id: str | None) -> web.WebSocketResponse:
+    settings: Settings = request.app[SETTINGS]
+    registry = request.app[SOCKETS]
+    if not origin_allowed(request, settings.ws_allowed_origins):
+        raise ApiError(
+            "Origin not allowed", code="origin_not_allowed", http_status=403, origin=request.headers.get("Origin")
+        )
+    # No per-message compression: with fan-out it would deflate every event once per socket.
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds, max_msg_size=64 * 1024, compress=False)
+    if not ws.can_prepare(request).ok:
+        raise ValidationError("This endpoint needs a WebSocket upgrade", code="websocket_required")
+    if len(registry) >= settings.ws_max_connections:
+        raise ApiError("Too many WebSocket connections on this replica", code="too_many_connections", http_status=503)
+    transport = request.transport
+    if transport is not None and (sock := transport.get_extra_info("socket")) is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.ws_send_buffer_bytes)
+    await ws.prepare(request)
+    registry.sockets.add(ws)
+    writer: asyncio.Task[None] | None = None
+
+    def drop_slow_consumer() -> None:
+        logger.warning("Dropping a slow WebSocket on %s: it stopped reading", request.path)
+        if writer is not None:
+            writer.cancel()
+        registry.spawn(_close(ws, SLOW_CONSUMER, b"slow consumer: reconnect with ?since=", transport))
+
+    outbox = Outbox(ws, transport, settings.ws_send_buffer_bytes)
+    with request.app[HUB].subscribe(job_id, drop_slow_consumer) as sub:
+        writer = asyncio.create_task(_write(outbox, feed, sub, drop_slow_consumer))
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT and message.data == "ping":
+                    # An application-level ping for clients (browsers) that cannot send protocol pings.
+                    await outbox.text('{"type":"pong"}')
+        finally:
+            registry.sockets.discard(ws)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+    return ws
+
+
+async def _write(outbox: Outbox, feed: JobFeed | AllFeed, sub: Subscription, on_slow: Callable[[], None]) -> None:
+    try:
+        await feed.run(outbox, sub)
+    except SlowConsumer:
+        on_slow()
+    except (ConnectionError, RuntimeError) as e:
+        logger.debug("WebSocket writer ended: %s", e)
+    except Exception:
+        logger.exception("WebSocket writer failed")
+        await _close(outbox.ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
+
+
+async def _retrying(ws: Outbox, read: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run a store read, retrying while Redis is unavailable and the socket is open."""
+    while True:
+        try:
+            return await read(*args)
+        except StoreUnavailable as e:
+            logger.warning("WebSocket catch-up waiting for Redis: %s", e)
+            if ws.closed:
+                raise ConnectionError("socket closed") from e
+            await asyncio.sleep(_CATCH_UP_RETRY)
+
+
+class JobFeed:
+    """One job: snapshot or missed events, then live events in version order, without duplicates."""
+
+    def __init__(self, store: JobStore, job_id: str, since: int | None) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.since = since
+
+    async def run(self, ws: Outbox, sub: Subscription) -> None:
+        last = await self.catch_up(ws, self.since)
+        while True:
+            item = await sub.queue.get()
+            if item is RESYNC:
+                # The listener reconnected: send the state afresh rather than trust the gap is empty.
+                last = await self.catch_up(ws, None)
+                continue
+            assert isinstance(item, Event)
+            if item.version <= last:
+                continue
+            if item.version > last + 1:
+                last = await self.catch_up(ws, last)
+                continue
+            await ws.text(item.raw)
+            last = item.version
+
+    async def catch_up(self, ws: Outbox, since: int | None) -> int:
+        """Send what the client lacks after ``since``; returns the last version it now has."""
+        if since is not None:
+            missed = await _retrying(ws, self.store.events_since, self.job_id, since)
+            if missed is not None:
+                for _, raw in missed:
+                    await ws.text(raw)
+                return missed[-1][0] if missed else since
+        job = await _retrying(ws, self.store.find_job, self.job_id)
+        version = job.version if job else 0
+        await ws.json(
+            {
+                "type": "snapshot",
+                "jobId": self.job_id,
+                "version": version,
+                "at": iso_ms(now_ms()),
+                "job": job_detail(job) if job else None,
+            }
+        )
+        return version
+
+
+class AllFeed:
+    """Every job: a snapshot of the recent jobs, then every event; per job in version order."""
+
+    def __init__(self, store: JobStore, snapshot_jobs: int) -> None:
+        self.store = store
+        self.snapshot_jobs = snapshot_jobs
+        self.last: OrderedDict[str, int] = OrderedDict()
+
+    async def run(self, ws: Outbox, sub: Subscription) -> None:
+        await self.snapshot(ws)
+        while True:
+            item = await sub.queue.get()
+            if item is RESYNC:
+                await self.snapshot(ws)
+                continue
+            assert isinstance(item, Event)
+            previous = self.last.get(item.job_id)
+            if previous is not None and item.version <= previous:
+                continue
+            if previous is not None and item.version > previous + 1:
+                await self.fill_gap(ws, item.job_id, previous)
+                continue
+            await ws.text(item.raw)
+            self._seen(item.job_id, item.version)
+
+    async def fill_gap(self, ws: Outbox, job_id: str, previous: int) -> None:
+        """Events of a job were missed: send them from its history, or the job afresh."""
+        missed = await _retrying(ws, self.store.events_since, job_id, previous)
+        if missed is not None:
+            for version, raw in missed:
+                await ws.text(raw)
+                self._seen(job_id, version)
+            return
+        job = await _retrying(ws, self.store.find_job, job_id)
+        version = job.version if job else previous
+        message = {"type": "job.snapshot", "jobId": job_id, "version": version, "at": iso_ms(now_ms())}
+        await ws.json({**message, "job": job_summary(job) if job else None})
+        self._seen(job_id, version)
+
+    def _seen(self, job_id: str, version: int) -> None:
+        self.last[job_id] = version
+        self.last.move_to_end(job_id)
+        if len(self.last) > _MAX_TRACKED_JOBS:
+            self.last.popitem(last=False)
+
+    async def _recent(self) -> tuple[list[Job], Any]:
+        return await self.store.list_jobs(status=None, limit=self.snapshot_jobs, cursor=None)
+
+    async def snapshot(self, ws: Outbox) -> None:
+        jobs, _ = await _retrying(ws, self._recent)
+        self.last.clear()
+        for job in reversed(jobs):
+            self._seen(job.job_id, job.version)
+        await ws.json({"type": "snapshot", "at": iso_ms(now_ms()), "jobs": [job_summary(job) for job in jobs]})
