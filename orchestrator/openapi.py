@@ -28,6 +28,37 @@ _ERROR = _json(_ref("Error"), "The request was refused; `error.code` says why.")
 _UNAVAILABLE = _json(_ref("Error"), "Redis is unreachable; safe to retry after Retry-After.", _RETRY_AFTER)
 _JOB_ID_PARAM = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}
 
+
+def _ws_operation(summary: str, per_job: bool) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = []
+    if per_job:
+        parameters = [
+            _JOB_ID_PARAM,
+            {
+                "name": "since",
+                "in": "query",
+                "required": False,
+                "description": "The last version the client saw: it gets the events after it, or a snapshot when the "
+                "job's history no longer reaches back that far.",
+                "schema": {"type": "integer", "minimum": 0},
+            },
+        ]
+    return {
+        "summary": summary,
+        "description": "A WebSocket (send `Upgrade: websocket`). Messages are JSON: first "
+        '`{"type": "snapshot", ...}`, then events `{"type", "jobId", "version", "at", ...}` in version order. '
+        'Send the text `ping` to get `{"type": "pong"}`. Close codes: 1001 server shutting down, '
+        "1013 the client did not keep up (reconnect with `since`).",
+        "parameters": parameters,
+        "responses": {
+            "101": {"description": "Switching to the WebSocket protocol."},
+            "400": _ERROR,
+            "403": _json(_ref("Error"), "The Origin is not allowed."),
+            "503": _json(_ref("Error"), "This replica has reached its WebSocket connection limit."),
+        },
+    }
+
+
 _FEATURE = {
     "type": "object",
     "description": "A feature: the detailed form (featureName, offset, length, fields) or the short one (name).",
@@ -293,6 +324,22 @@ OPENAPI: dict[str, Any] = {
                     "503": _json(_ref("Health"), "Redis unreachable.", _RETRY_AFTER),
                 },
             }
+        },
+        "/dashboard": {
+            "get": {
+                "summary": "The live dashboard (HTML; its files are under /static/)",
+                "responses": {
+                    "200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
+        "/ws": {
+            "get": _ws_operation(
+                "Every job's events: a snapshot of the recent jobs, then each event as it happens", False
+            )
+        },
+        "/ws/jobs/{jobId}": {
+            "get": _ws_operation("One job's events: a snapshot (or the missed events) then each event", True)
         },
         "/metrics": {
             "get": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from orchestrator import views, ws
+from orchestrator.staticfiles import static_dir
 
 
 def setup_routes(app: web.Application) -> None:
@@ -19,3 +20,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", views.metrics)
     app.router.add_get("/ws", ws.all_socket)
     app.router.add_get("/ws/jobs/{jobId}", ws.job_socket)
+    app.router.add_get("/dashboard", views.dashboard)
+    app.router.add_static("/static/", static_dir(), name="static", append_version=False)

@@ -120,3 +120,44 @@ redis.call('PUBLISH', ARGV[4], cjson.encode({type = 'job.expired', jobId = job_i
   at = ARGV[3], status = status}))
 return 1
 """
+
+# Finish an aggregating job: AGGREGATING -> COMPLETED or FAILED, once.
+# KEYS[1] job hash  KEYS[2] events list  KEYS[3] status AGGREGATING  KEYS[4] status COMPLETED/FAILED
+# KEYS[5] jobs:updated  KEYS[6] updatedClients  KEYS[7] clientTimes
+# ARGV[1] jobId  ARGV[2] 'COMPLETED' | 'FAILED'  ARGV[3] final result JSON ('' for none)  ARGV[4] failure reason
+# ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
+# Returns {1, version} when this call finished the job, {0, version} when it was not AGGREGATING (already
+# finished, cancelled or unknown), so a retried or duplicated call changes nothing.
+# The result JSON is spliced into the event text as given: a cjson round trip would round its numbers.
+FINISH = """
+local job, events, job_id, outcome = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local current = redis.call('HMGET', job, 'status', 'createdAt', 'version')
+if current[1] ~= 'AGGREGATING' then
+  return {0, tonumber(current[3] or '0')}
+end
+redis.call('HSET', job, 'status', outcome, 'finalResult', ARGV[3], 'failureReason', ARGV[4],
+  'completedAt', now, 'updatedAt', now)
+redis.call('ZREM', KEYS[3], job_id)
+redis.call('ZADD', KEYS[4], tonumber(current[2]), job_id)
+redis.call('ZADD', KEYS[5], now, job_id)
+local version = redis.call('HINCRBY', job, 'version', 1)
+local event = {jobId = job_id, version = version, at = at, status = outcome}
+local message
+if outcome == 'COMPLETED' then
+  event.type = 'job.completed'
+  message = cjson.encode(event)
+  if ARGV[3] ~= '' then
+    message = string.sub(message, 1, -2) .. ',"finalResult":' .. ARGV[3] .. '}'
+  end
+else
+  event.type = 'job.failed'
+  event.reason = ARGV[4]
+  message = cjson.encode(event)
+end
+redis.call('RPUSH', events, message)
+redis.call('LTRIM', events, -history, -1)
+redis.call('PUBLISH', channel, message)
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6], KEYS[7]}) do redis.call('PEXPIRE', key, ttl) end
+return {1, version}
+"""

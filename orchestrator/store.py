@@ -56,6 +56,7 @@ class JobStore:
         self.history_size = event_history
         self._update = redis.register_script(scripts.UPDATE)
         self._expire = redis.register_script(scripts.EXPIRE)
+        self._finish = redis.register_script(scripts.FINISH)
 
     @asynccontextmanager
     async def _guard(self, operation: str) -> AsyncIterator[None]:
@@ -111,6 +112,41 @@ class JobStore:
             version=int(version),
             conflict_field=conflict or None,
         )
+
+    async def finish_job(
+        self, job_id: str, status: JobStatus, *, result: Any = None, reason: str = ""
+    ) -> tuple[bool, int]:
+        """Move an AGGREGATING job to COMPLETED (with its result) or FAILED (with a reason), announcing
+        it; returns (whether this call did it, the job's version). Safe to call twice."""
+        if status not in (JobStatus.COMPLETED, JobStatus.FAILED):
+            raise ValueError(f"a job finishes as COMPLETED or FAILED, not {status.value}")
+        k = self.keys
+        ms = now_ms()
+        result_json = "" if result is None else json.dumps(result, separators=(",", ":"), allow_nan=False)
+        async with self._guard("finish"):
+            done, version = await self._finish(
+                keys=[
+                    k.job(job_id),
+                    k.events(job_id),
+                    k.jobs_by_status(JobStatus.AGGREGATING),
+                    k.jobs_by_status(status),
+                    k.jobs_by_updated,
+                    k.updated_clients(job_id),
+                    k.client_times(job_id),
+                ],
+                args=[
+                    job_id,
+                    status.value,
+                    result_json,
+                    reason,
+                    ms,
+                    iso_ms(ms) or "",
+                    self.job_ttl_ms + _KEY_TTL_GRACE_MS,
+                    self.history_size,
+                    k.events_channel,
+                ],
+            )
+        return bool(done), int(version)
 
     async def get_job(self, job_id: str) -> Job:
         """The job with its clients and the time each reported; JobNotFound if there is none."""

@@ -12,6 +12,7 @@ from orchestrator.errors import Conflict, JobNotFound, UnsupportedMediaType
 from orchestrator.models import UpdateOutcome
 from orchestrator.openapi import OPENAPI
 from orchestrator.serializers import job_detail, job_summary, status_body
+from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
 from orchestrator.typedefs import METRICS, STORE
 from orchestrator.validation import (
@@ -29,7 +30,9 @@ logger = logging.getLogger("orchestrator.api")
 _JSON_TYPES = {"application/json"}
 
 
-async def index(request: web.Request) -> web.Response:
+async def index(request: web.Request) -> web.StreamResponse:
+    if "text/html" in request.headers.get("Accept", ""):
+        raise web.HTTPFound("/dashboard")
     return web.json_response(
         {
             "service": SERVICE_NAME,
@@ -43,6 +46,9 @@ async def index(request: web.Request) -> web.Response:
                 "health": "/healthz",
                 "ready": "/readyz",
                 "metrics": "/metrics",
+                "dashboard": "/dashboard",
+                "events": "/ws",
+                "jobEvents": "/ws/jobs/{jobId}",
             },
         }
     )
@@ -142,6 +148,10 @@ async def get_job(request: web.Request) -> web.Response:
     validate_id(job_id, "jobId")
     job = await request.app[STORE].get_job(job_id)
     return web.json_response(job_detail(job))
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(static_dir() / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 async def healthz(request: web.Request) -> web.Response:

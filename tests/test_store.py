@@ -163,3 +163,34 @@ async def test_listing_skips_jobs_whose_keys_vanished(store: JobStore, redis_cli
     jobs, cursor = await store.list_jobs(status=None, limit=10, cursor=None)
     assert [j.job_id for j in jobs] == ["kept"]
     assert cursor is None
+
+
+async def test_finish_once_with_exact_result(store: JobStore, redis_client: aioredis.Redis) -> None:
+    await store.record_update(req("f", "a", total=1))
+    result = {"aggregatedResults": [{"featureName": "x", "mean": 0.1234567890123456789, "big": 12345678901234567}]}
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(store.keys.events_channel)
+    await pubsub.get_message(timeout=1)
+    outcomes = await asyncio.gather(*(store.finish_job("f", JobStatus.COMPLETED, result=result) for _ in range(5)))
+    assert sorted(done for done, _ in outcomes) == [False] * 4 + [True]
+    job = await store.get_job("f")
+    assert (job.status, job.final_result, job.version) == (JobStatus.COMPLETED, result, 4)
+    assert job.completed_at_ms is not None
+    message = await pubsub.get_message(timeout=2)
+    assert message is not None
+    event = json.loads(message["data"])
+    assert (event["type"], event["version"], event["finalResult"]) == ("job.completed", 4, result)
+    assert await store.count_by_status() == {s: (1 if s is JobStatus.COMPLETED else 0) for s in JobStatus}
+    # A finished job cannot fail afterwards, nor can an unknown one finish.
+    assert await store.finish_job("f", JobStatus.FAILED, reason="late") == (False, 4)
+    assert await store.finish_job("nope", JobStatus.COMPLETED) == (False, 0)
+    await pubsub.aclose()
+
+
+async def test_fail_with_reason(store: JobStore) -> None:
+    await store.record_update(req("g", "a", total=1))
+    assert await store.finish_job("g", JobStatus.FAILED, reason="coordinator said no") == (True, 4)
+    job = await store.get_job("g")
+    assert (job.status, job.failure_reason, job.final_result) == (JobStatus.FAILED, "coordinator said no", None)
+    history = await store.event_history("g")
+    assert history[-1]["type"] == "job.failed" and history[-1]["reason"] == "coordinator said no"

@@ -1,0 +1,185 @@
+"""The dashboard in a real headless Chromium, against the real service on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import fakeredis
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from orchestrator.app import create_app
+from orchestrator.connections import embedded_redis
+from orchestrator.models import JobStatus, UpdateRequest
+from orchestrator.settings import Settings
+from orchestrator.typedefs import STORE
+from tests.support import REPO, free_port
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = REPO / "artifacts"
+
+SCHEMA = [
+    {
+        "featureName": "age",
+        "dataType": "NUMERIC",
+        "offset": 0,
+        "length": 7,
+        "fields": ["numOfNotNull", "min", "max", "avg", "q1", "q2", "q3"],
+    },
+    {
+        "featureName": "isActive",
+        "dataType": "BOOLEAN",
+        "offset": 7,
+        "length": 2,
+        "fields": ["numOfNotNull", "numOfTrue"],
+    },
+    {"featureName": "department", "dataType": "NOMINAL", "offset": 9, "length": 1, "fields": ["numOfNotNull"]},
+]
+RESULT = {
+    "aggregatedResults": [
+        {"featureName": "age", "dataType": "NUMERIC", "aggregatedNotNull": 1000, "sumOfMin": 54, "sumOfMax": 240},
+        {
+            "featureName": "isActive",
+            "dataType": "BOOLEAN",
+            "aggregatedNotNull": 1000,
+            "aggregatedTrue": 750,
+            "percentage": 75.0,
+        },
+        {
+            "featureName": "department",
+            "dataType": "NOMINAL",
+            "aggregatedNotNull": 900,
+            "categoryCounts": {"sales": 500, "research": 300, "support": 100},
+        },
+    ],
+    "metadata": {"totalFeatures": 3, "totalClients": 3, "doneCount": 3},
+}
+
+
+async def open_dashboard(browser: Browser, base: str) -> tuple[Page, list[str]]:
+    page = await browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    await page.goto(f"{base}/dashboard")
+    await expect(page.locator("#connection")).to_have_text("Live")
+    return page, errors
+
+
+async def post(
+    session: aiohttp.ClientSession, base: str, job: str, client: str, total: int, schema: Any = None
+) -> None:
+    body = {"jobId": job, "clientId": client, "totalClients": total, "schema": schema}
+    async with session.post(f"{base}/api/update", json=body) as resp:
+        assert resp.status == 200
+
+
+async def test_live_progress_status_and_result(
+    browser: Browser, aiohttp_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    client = await aiohttp_client(
+        create_app(Settings(log_dir=str(tmp_path)), redis=embedded_redis(fakeredis.FakeServer(), Settings()))
+    )
+    base = str(client.make_url("")).rstrip("/")
+    page, errors = await open_dashboard(browser, base)
+    await expect(page.locator("#empty")).to_have_text("No jobs yet.")
+    row = page.locator('tr[data-job-id="demo"]')
+    async with aiohttp.ClientSession() as session:
+        await post(session, base, "other", "a", 2)
+        await post(session, base, "demo", "client_A", 3, SCHEMA)
+        await expect(row.locator(".ratio")).to_have_text("1/3")
+        await expect(row.locator(".badge")).to_have_text("IN PROGRESS")
+        await post(session, base, "demo", "client_B", 3)
+        await post(session, base, "demo", "client_C", 3)
+        await expect(row.locator(".ratio")).to_have_text("3/3")
+        await expect(row.locator(".badge")).to_have_text("AGGREGATING")
+        assert await row.locator("progress").get_attribute("aria-label") == "demo: 3 of 3 clients done"
+    # Newest first.
+    await expect(page.locator("#jobs tbody tr").first).to_have_attribute("data-job-id", "demo")
+
+    await page.get_by_role("button", name="demo").click()
+    detail = page.locator("#detail")
+    await expect(detail).to_be_visible()
+    await expect(detail.locator("#detail-clients tbody tr")).to_have_count(3)
+    await expect(detail.locator("#detail-schema tbody tr")).to_have_count(3)
+    await expect(detail.locator("#detail-result")).to_contain_text("No result yet.")
+
+    done, _ = await client.app[STORE].finish_job("demo", JobStatus.COMPLETED, result=RESULT)
+    assert done
+    await expect(row.locator(".badge")).to_have_text("COMPLETED")
+    await expect(detail.locator(".feature")).to_have_count(3)
+    await expect(detail.locator(".feature").nth(1)).to_contain_text("aggregatedTrue")
+    await expect(detail.get_by_role("img", name="isActive: 75% true")).to_be_visible()
+    categories = detail.get_by_role("img", name="department: count per category")
+    await expect(categories).to_contain_text("research")
+    await expect(categories.locator(".fill")).to_have_count(3)
+
+    await page.select_option("#status-filter", "IN_PROGRESS")
+    await expect(row).to_be_hidden()
+    await expect(page.locator('tr[data-job-id="other"]')).to_be_visible()
+    await expect(page.locator("#job-count")).to_have_text("(1 of 2)")
+    await page.select_option("#status-filter", "COMPLETED")
+    await expect(row).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert errors == []
+
+
+async def test_a_thousand_jobs_stay_responsive(
+    browser: Browser, aiohttp_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    settings = Settings(log_dir=str(tmp_path), ws_snapshot_jobs=1000, access_log=False)
+    client = await aiohttp_client(create_app(settings, redis=embedded_redis(fakeredis.FakeServer(), Settings())))
+    store = client.app[STORE]
+    for start in range(0, 1000, 100):
+        await asyncio.gather(
+            *(store.record_update(UpdateRequest(f"bulk-{i:04d}", "c1", 4, None)) for i in range(start, start + 100))
+        )
+    base = str(client.make_url("")).rstrip("/")
+    started = time.monotonic()
+    page, errors = await open_dashboard(browser, base)
+    await expect(page.locator("#jobs tbody tr")).to_have_count(1000)
+    await expect(page.locator("#job-count")).to_have_text("(1000)")
+    loaded = time.monotonic() - started
+    row = page.locator('tr[data-job-id="bulk-0500"]')
+    await expect(row.locator(".ratio")).to_have_text("1/4")
+    async with aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        await post(session, base, "bulk-0500", "c2", 4)
+        await expect(row.locator(".ratio")).to_have_text("2/4")
+        updated = time.monotonic() - started
+        # A burst of updates to many jobs is applied in a few frames.
+        await asyncio.gather(*(post(session, base, f"bulk-{i:04d}", "c2", 4) for i in range(0, 200)))
+        await expect(page.locator('tr[data-job-id="bulk-0199"] .ratio')).to_have_text("2/4")
+    started = time.monotonic()
+    await page.fill("#search", "bulk-09")
+    await expect(page.locator("#job-count")).to_have_text("(100 of 1000)")
+    filtered = time.monotonic() - started
+    assert loaded < 10, loaded
+    assert updated < 2, updated
+    assert filtered < 2, filtered
+    assert errors == []
+
+
+async def test_connection_indicator_recovers_after_a_server_restart(
+    browser: Browser, aiohttp_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    shared = fakeredis.FakeServer()
+    port = free_port()
+    settings = Settings(log_dir=str(tmp_path))
+    server = await aiohttp_server(create_app(settings, redis=embedded_redis(shared, settings)), port=port)
+    base = f"http://127.0.0.1:{port}"
+    page, _ = await open_dashboard(browser, base)
+    await server.close()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    await expect(page.locator("#connection")).to_have_text("Reconnecting…")
+    await aiohttp_server(create_app(settings, redis=embedded_redis(shared, settings)), port=port)
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=15000)
+    async with aiohttp.ClientSession() as session:
+        await post(session, base, "after-restart", "a", 2)
+    await expect(page.locator('tr[data-job-id="after-restart"] .ratio')).to_have_text("1/2")
