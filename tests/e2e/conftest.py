@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+HAVE_CHROMIUM = bool(shutil.which(CHROMIUM))
 # CI sets this so that a missing browser fails the run instead of skipping the dashboard tests.
 REQUIRE_BROWSER = os.environ.get("REQUIRE_BROWSER") == "1"
 CHROMIUM_ARGS = [
@@ -31,7 +32,7 @@ async def browser() -> AsyncIterator[object]:
         if REQUIRE_BROWSER:
             pytest.fail(message)
         pytest.skip(message)
-    if not (shutil.which(CHROMIUM) or os.path.exists(CHROMIUM)):
+    if not HAVE_CHROMIUM:
         message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
         if REQUIRE_BROWSER:
             pytest.fail(message)
