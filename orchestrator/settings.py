@@ -262,3 +262,9 @@ def _parse(
     if not ok(value):
         raise SettingsError(f"{name}: must be {expected}, got {raw!r}")
     return value
+
+
+def client_base_url(environ: Mapping[str, str] | None = None) -> str:
+    """Where the CLI's client commands find the service: ORCHESTRATOR_URL, else the local default."""
+    env = os.environ if environ is None else environ
+    return env.get("ORCHESTRATOR_URL") or "http://127.0.0.1:5000"

@@ -1,0 +1,189 @@
+"""An async client for the orchestrator's API: report updates, read status, follow events live.
+
+async with OrchestratorClient("http://127.0.0.1:5000") as client:
+    await client.update("job-1", "client-A", total_clients=3)
+    async for event in client.watch("job-1"):
+        print(event)
+    final = await client.wait_for_completion("job-1", timeout=600)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+_RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
+
+
+class OrchestratorError(Exception):
+    """The service refused a request; ``status`` and ``code`` say why."""
+
+    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body
+
+
+class JobNotFoundError(OrchestratorError):
+    pass
+
+
+class OrchestratorClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 10.0,
+        retries: int = 5,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._own_session = session is None
+        self._session = session
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.retries = retries
+        self.max_backoff = max_backoff
+
+    async def __aenter__(self) -> OrchestratorClient:
+        return self
+
+    async def __aexit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def update(
+        self, job_id: str, client_id: str, total_clients: int, schema: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Report that ``client_id`` finished its part of ``job_id``. Retried on 503 and connection
+        errors: the service counts each client once, so a repeat is harmless."""
+        body: dict[str, Any] = {"jobId": job_id, "clientId": client_id, "totalClients": total_clients}
+        if schema is not None:
+            body["schema"] = schema
+        return await self._request("POST", "/api/update", json_body=body)
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        """The job's status in the original shape (``status``, ``message``, ``progress``, ``jobInfo``...)."""
+        return await self._request("GET", f"/api/job-status/{quote(job_id, safe='')}")
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """The full job: clients with their report times, timestamps, version, result."""
+        return await self._request("GET", f"/api/jobs/{quote(job_id, safe='')}")
+
+    async def watch(self, job_id: str, *, since: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The job's events as they happen, starting with a snapshot (or, with ``since``, the events
+        after that version). Reconnects by itself and resumes from the last version seen, so no event is
+        skipped or repeated; stops only when the caller stops iterating."""
+        backoff = 0.2
+        while True:
+            url = self._ws_url(f"/ws/jobs/{quote(job_id, safe='')}", since)
+            try:
+                async with self.session.ws_connect(url, heartbeat=30) as ws:
+                    backoff = 0.2
+                    async for message in ws:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            continue
+                        event = json.loads(message.data)
+                        version = event.get("version")
+                        if not isinstance(version, int):
+                            continue
+                        if event.get("type") != "snapshot" and since is not None and version <= since:
+                            continue
+                        since = version
+                        yield event
+                    logger.info(
+                        "Event stream of %s closed (%s); resuming after version %s", job_id, ws.close_code, since
+                    )
+            except aiohttp.WSServerHandshakeError as e:
+                if e.status not in _RETRY_STATUSES:
+                    raise OrchestratorError(e.status, "websocket_refused", e.message) from e
+                logger.info("Event stream of %s refused with %d; retrying", job_id, e.status)
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                logger.info("Event stream of %s lost (%s); reconnecting", job_id, e)
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self.max_backoff)
+
+    async def wait_for_completion(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the documented API
+        """Wait until the job is COMPLETED, FAILED or CANCELLED and return its status; TimeoutError after
+        ``timeout`` seconds. Follows events instead of polling."""
+        async with asyncio.timeout(timeout):
+            async for event in self.watch(job_id):
+                status = event.get("status")
+                if event.get("type") == "snapshot":
+                    status = (event.get("job") or {}).get("status")
+                if status in FINAL_STATUSES:
+                    return await self.status(job_id)
+        raise AssertionError("watch() does not end")  # pragma: no cover
+
+    def _ws_url(self, path: str, since: int | None) -> str:
+        base = self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        return f"{base}{path}" + (f"?since={since}" if since is not None else "")
+
+    async def _request(self, method: str, path: str, json_body: Any = None) -> dict[str, Any]:
+        backoff = 0.2
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                async with self.session.request(
+                    method, self.base_url + path, json=json_body, timeout=self.timeout
+                ) as resp:
+                    try:
+                        body = await resp.json(content_type=None)
+                    except (json.JSONDecodeError, aiohttp.ContentTypeError):
+                        body = {"error": {"code": "bad_response", "message": (await resp.text())[:200]}}
+                    if resp.status < 400:
+                        return body  # type: ignore[no-any-return]
+                    if resp.status in _RETRY_STATUSES and not last:
+                        await asyncio.sleep(_retry_after(resp.headers.get("Retry-After"), backoff))
+                        backoff = min(backoff * 2, self.max_backoff)
+                        continue
+                    raise _error(resp.status, body)
+            except (aiohttp.ClientConnectionError, TimeoutError) as e:
+                if last:
+                    raise
+                logger.info("%s %s failed (%s); retrying", method, path, e)
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.max_backoff)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _retry_after(header: str | None, fallback: float) -> float:
+    try:
+        return min(float(header), 60.0) if header else fallback
+    except ValueError:
+        return fallback
+
+
+def _error(status: int, body: Any) -> OrchestratorError:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code, message = str(error.get("code", "error")), str(error.get("message", ""))
+    else:  # the original's job-status 404: {"error": "Unknown jobId J"}
+        code, message = str(body.get("code", "error")) if isinstance(body, dict) else "error", str(error)
+    cls = JobNotFoundError if code == "job_not_found" else OrchestratorError
+    return cls(status, code, message, body)
