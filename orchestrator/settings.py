@@ -46,7 +46,7 @@ class Settings:
     # (Linux would otherwise grow it to several MB before the socket's queue even starts to fill).
     ws_send_buffer_bytes: int = 256 * 1024
     ws_heartbeat_seconds: float = 20.0
-    ws_snapshot_jobs: int = 200
+    ws_snapshot_jobs: int = 1000
     pubsub_ping_seconds: float = 5.0
     pubsub_liveness_seconds: float = 15.0
 
@@ -158,7 +158,7 @@ class Settings:
                 "seconds, 1-3600",
             ),
             ws_snapshot_jobs=_parse(
-                env, "WS_SNAPSHOT_JOBS", default.ws_snapshot_jobs, int, lambda v: 1 <= v <= 500, "an integer 1-500"
+                env, "WS_SNAPSHOT_JOBS", default.ws_snapshot_jobs, int, lambda v: 1 <= v <= 5000, "an integer 1-5000"
             ),
             pubsub_ping_seconds=_parse(
                 env,
