@@ -73,8 +73,9 @@ def settings(prefix: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def make_client(
-    aiohttp_client: Callable[..., Any], redis_client: aioredis.Redis, settings: Settings
+    redis_client: aioredis.Redis, settings: Settings, aiohttp_client: Callable[..., Any]
 ) -> Callable[..., Any]:
+    # aiohttp_client comes last so that its apps are shut down before the Redis client is closed.
     async def make(**overrides: Any) -> TestClient[Any, Any]:
         return await aiohttp_client(create_app(settings.with_overrides(**overrides), redis=redis_client))  # type: ignore[no-any-return]
 
