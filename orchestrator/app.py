@@ -41,7 +41,6 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             client,
             keys=Keys(settings.key_prefix),
             metrics=app[METRICS],
-            timeout=settings.redis_timeout,
             job_ttl_seconds=settings.job_ttl_seconds,
             event_history=settings.event_history,
         )

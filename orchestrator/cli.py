@@ -15,7 +15,7 @@ from aiohttp import web
 from orchestrator import SERVICE_NAME, __version__
 from orchestrator.app import create_app
 from orchestrator.client import FINAL_STATUSES, OrchestratorClient, OrchestratorError
-from orchestrator.logconfig import configure_logging
+from orchestrator.logconfig import configure_logging, shutdown_logging
 from orchestrator.settings import Settings, SettingsError, client_base_url
 
 logger = logging.getLogger("orchestrator.main")
@@ -99,12 +99,16 @@ def serve(args: argparse.Namespace) -> int:
         settings.log_dir, settings.log_level, max_bytes=settings.log_max_bytes, backups=settings.log_backups
     )
     logger.info("Listening on http://%s:%d", settings.host, settings.port)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=10,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=10,
+        )
+    finally:
+        logger.info("Stopped")
+        shutdown_logging()
     return 0

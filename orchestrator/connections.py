@@ -9,7 +9,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator.settings import Settings
 
@@ -26,8 +25,11 @@ def create_redis(settings: Settings) -> aioredis.Redis:
             "only this one process can use it; set REDIS_URL for production."
         )
         return embedded_redis(fakeredis.FakeServer(), settings)
-    # One quick retry lets a pooled connection broken by a Redis restart reconnect transparently; our
-    # scripts are idempotent, so a retried EVALSHA is harmless.
+    # Every operation is bounded by these timeouts (pool wait, connect, each read): a hung Redis costs a
+    # request REDIS_TIMEOUT, then a 503. One quick retry, on connection errors only, lets a pooled
+    # connection broken by a Redis restart reconnect transparently. Timeouts are not retried: the
+    # command may have run (our scripts would shrug off a second run, but the request would take twice
+    # as long).
     # A blocking pool makes a burst wait for a free connection instead of failing with "Too many
     # connections"; the wait is bounded by the same timeout as every command.
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -35,11 +37,10 @@ def create_redis(settings: Settings) -> aioredis.Redis:
         decode_responses=True,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1, supported_errors=(RedisConnectionError,)),
+        retry_on_error=[RedisConnectionError, ConnectionResetError],
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_timeout,
-        health_check_interval=30,
     )
     return aioredis.Redis.from_pool(pool)
 

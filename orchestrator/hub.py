@@ -1,8 +1,10 @@
 """Event fan-out: one Redis pub/sub connection per process, a bounded queue per subscriber.
 
-Pub/sub is at-most-once: a message published while the listener is reconnecting is lost. So after
-every reconnect each subscriber gets a RESYNC marker and re-reads what it needs from Redis (the job's
-event history or a fresh snapshot): nothing is silently missed.
+The connection is held only while this process has subscribers, so a replica serving only the HTTP
+API does not decode every event of the cluster. Pub/sub is at-most-once: a message published while the
+listener is (re)connecting is lost. So each subscriber records the listener session it caught up in,
+and when a new session starts, every subscriber from an older one gets a RESYNC marker and re-reads
+what it needs from Redis (a fresh snapshot): nothing is silently missed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,9 @@ class Subscription:
     queue: asyncio.Queue[QueueItem]
     on_overflow: Callable[[], None] | None = None
     overflowed: bool = False
+    # The listener session this subscriber last caught up in: None before its first catch-up, 0 when
+    # it caught up while the listener was not subscribed.
+    session: int | None = None
 
     def offer(self, item: QueueItem) -> None:
         if self.overflowed:
@@ -72,6 +77,7 @@ class EventHub:
         ping_interval: float = 5.0,
         liveness_timeout: float = 15.0,
         max_backoff: float = 5.0,
+        linger: float = 30.0,
     ) -> None:
         self.redis = redis
         self.channel = channel
@@ -79,9 +85,12 @@ class EventHub:
         self.ping_interval = ping_interval
         self.liveness_timeout = liveness_timeout
         self.max_backoff = max_backoff
+        self.linger = linger
         self._by_job: dict[str, set[Subscription]] = {}
         self._all: set[Subscription] = set()
+        self._wanted = asyncio.Event()
         self.connected = asyncio.Event()
+        self.session = 0
         self.reconnects = 0
         self.delivered = 0
 
@@ -95,14 +104,28 @@ class EventHub:
         sub = Subscription(job_id, asyncio.Queue(self.queue_size), on_overflow)
         group = self._all if job_id is None else self._by_job.setdefault(job_id, set())
         group.add(sub)
+        self._wanted.set()
         try:
             yield sub
         finally:
             group.discard(sub)
             if job_id is not None and not group:
                 self._by_job.pop(job_id, None)
+            if not self._all and not self._by_job:
+                self._wanted.clear()
+
+    async def ready(self, sub: Subscription, wait: float) -> None:
+        """Wait (up to ``wait`` seconds) for the listener to be subscribed, then mark ``sub`` as catching up
+        in this session. Call it right before reading the state to send: what is published from then on
+        reaches the subscriber, and if the session is lost it will get a RESYNC."""
+        if not self.connected.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.connected.wait(), wait)
+        sub.session = self.session if self.connected.is_set() else 0
 
     def dispatch(self, raw: str) -> None:
+        if not self._all and not self._by_job:
+            return  # nobody listens here any more (the connection lingers a little): skip decoding
         try:
             data: dict[str, Any] = json.loads(raw)
             event = Event(str(data["jobId"]), int(data["version"]), str(data["type"]), raw)
@@ -115,29 +138,35 @@ class EventHub:
             sub.offer(event)
         self.delivered += 1
 
-    def _resync_all(self) -> None:
-        for sub in self._all:
-            sub.offer(RESYNC)
+    def _subscriptions(self) -> Iterator[Subscription]:
+        yield from self._all
         for group in self._by_job.values():
-            for sub in group:
-                sub.offer(RESYNC)
+            yield from group
+
+    def _start_session(self) -> None:
+        """Subscribed anew: whoever caught up before (in an earlier session, or while there was none)
+        may have missed events. A subscriber yet to catch up will do so in this session anyway."""
+        self.session += 1
+        stale = [sub for sub in self._subscriptions() if sub.session is not None and sub.session != self.session]
+        if stale and self.session > 1:
+            logger.info("Event listener subscribed again; re-syncing %d subscriber(s)", len(stale))
+        for sub in stale:
+            sub.offer(RESYNC)
+        self.connected.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Listen until ``stop`` is set, reconnecting with backoff for as long as it takes."""
+        """Listen while there are subscribers, until ``stop`` is set, reconnecting with backoff."""
         backoff = 0.1
-        first = True
         while not stop.is_set():
+            if not self._wanted.is_set():
+                await _first(self._wanted.wait(), stop.wait())
+                continue
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
-                if not first:
+                if self.session:
                     self.reconnects += 1
-                    logger.info(
-                        "Event listener reconnected to Redis; re-syncing %d subscriber(s)", self.subscriber_count
-                    )
-                    self._resync_all()
-                first = False
-                self.connected.set()
+                self._start_session()
                 backoff = 0.1
                 await self._listen(pubsub, stop)
             except (*UNAVAILABLE_ERRORS, RedisError, _Unresponsive) as e:
@@ -148,12 +177,13 @@ class EventHub:
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, self.max_backoff)
             finally:
+                self.connected.clear()
                 with contextlib.suppress(*UNAVAILABLE_ERRORS, RedisError):
                     await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
-        self.connected.clear()
 
     async def _listen(self, pubsub: aioredis.client.PubSub, stop: asyncio.Event) -> None:
-        last_heard = last_ping = time.monotonic()
+        """Dispatch messages until stopped, or until nobody has subscribed for ``linger`` seconds."""
+        last_heard = last_ping = idle_since = time.monotonic()
         while not stop.is_set():
             # A finite timeout: the default of 0 busy-loops.
             message = await pubsub.get_message(timeout=min(1.0, self.ping_interval))
@@ -165,8 +195,21 @@ class EventHub:
                     # get_message() does not yield while data is buffered; let the socket writers
                     # drain their queues between events so a burst does not overflow them.
                     await asyncio.sleep(0)
+            if self._wanted.is_set():
+                idle_since = now
+            elif now - idle_since > self.linger:
+                return
             if now - last_ping >= self.ping_interval:
                 await pubsub.ping()
                 last_ping = now
             if now - last_heard > self.liveness_timeout:
                 raise _Unresponsive(f"no answer from Redis for {now - last_heard:.1f}s")
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,52 +1,170 @@
-"""The log format and handlers: `timestamp LEVEL [component] [computations-orchestrator] message`."""
+"""The log format and handlers: `timestamp LEVEL [component] [computations-orchestrator] message`.
+
+Logging sits on every request's path (an access line, and a line per client update), so it is kept
+cheap: each record is formatted once, by a formatter that builds the timestamp once per second, and
+buffered; the buffer is written to stderr and the rotated log file when it fills, at once for a warning
+or worse, and otherwise a few times a second by a small flusher thread. A thread that formatted the
+records instead would fight the event loop for the GIL on every record.
+"""
 
 from __future__ import annotations
 
 import logging
-import logging.handlers
+import os
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import TextIO
 
 from orchestrator import SERVICE_NAME
 
 LOG_FILE = "computations-orchestrator.log"
 FORMAT = f"%(asctime)s %(levelname)s [%(component)s] [{SERVICE_NAME}] %(message)s"
 
+# Documented logging optimisations: no caller frame lookup, thread or process names per record.
+logging._srcfile = None
+logging.logThreads = False
+logging.logProcesses = False
+logging.logMultiprocessing = False
 
-class _ComponentFilter(logging.Filter):
-    """Adds ``component``: the last part of the logger name (``orchestrator.store`` -> ``store``)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.component = record.name.rsplit(".", 1)[-1]
-        return True
+class LineFormatter(logging.Formatter):
+    """FORMAT, built directly: the same text as logging.Formatter(FORMAT), in a fraction of the time."""
+
+    def __init__(self) -> None:
+        super().__init__(FORMAT)
+        self._second = -1
+        self._stamp = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        component = record.name.rsplit(".", 1)[-1]
+        message = record.getMessage()
+        line = f"{self._stamp},{int(record.msecs):03d} {record.levelname} [{component}] [{SERVICE_NAME}] {message}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
+
+
+class RotatingFile:
+    """An append-only log file rotated by size like RotatingFileHandler (name.1, name.2, ...), keeping
+    its size itself instead of asking the file system on every record."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.stream: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.size = self.stream.tell()
+
+    def write(self, text: str) -> None:
+        if self.max_bytes and self.size and self.size + len(text) > self.max_bytes:
+            self.rotate()
+        self.stream.write(text)
+        self.stream.flush()
+        self.size += len(text)
+
+    def rotate(self) -> None:
+        self.stream.close()
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.backups:
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self.stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self.size = 0
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class BufferedSink(logging.Handler):
+    """Formats each record once into a buffer written to stderr and the log file in batches."""
+
+    def __init__(
+        self, stderr: TextIO, file: RotatingFile | None, *, interval: float = 0.2, max_lines: int = 500
+    ) -> None:
+        super().__init__()
+        self.setFormatter(LineFormatter())
+        self.stderr = stderr
+        self.file = file
+        self.max_lines = max_lines
+        self.lines: list[str] = []
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush_periodically, args=(interval,), name="log-flush", daemon=True
+        )
+        self._flusher.start()
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
+        try:
+            self.lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if len(self.lines) >= self.max_lines or record.levelno >= logging.WARNING:
+            self._write()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _write(self) -> None:
+        if not self.lines:
+            return
+        text = "\n".join(self.lines) + "\n"
+        self.lines.clear()
+        for sink in (self.stderr, self.file):
+            if sink is None:
+                continue
+            try:
+                sink.write(text)
+                if sink is self.stderr:
+                    self.stderr.flush()
+            except (OSError, ValueError):
+                pass  # nowhere left to report it
+
+    def _flush_periodically(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._flusher.join(timeout=5)
+        self.flush()
+        if self.file is not None:
+            self.file.close()
+        super().close()
 
 
 def configure_logging(log_dir: str, level: str, *, max_bytes: int, backups: int) -> Path | None:
     """Log to stderr and to a rotated file in ``log_dir``; returns the file's path, or None if it
     could not be opened (the service then logs to stderr only and says why)."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_orchestrator", False):
-            root.removeHandler(handler)
-            handler.close()
-    formatter = logging.Formatter(FORMAT)
-    component = _ComponentFilter()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    shutdown_logging()
     path: Path | None = Path(log_dir) / LOG_FILE
     problem = None
+    file = None
     try:
         assert path is not None
         path.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(
-            logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        )
+        file = RotatingFile(path, max_bytes, backups)
     except OSError as e:
         problem, path = e, None
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        handler.addFilter(component)
-        handler._orchestrator = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
+    handler = BufferedSink(sys.stderr, file)
+    handler._orchestrator = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    root.addHandler(handler)
     root.setLevel(level)
     # aiohttp's own access log would duplicate ours.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -55,3 +173,12 @@ def configure_logging(log_dir: str, level: str, *, max_bytes: int, backups: int)
             "Cannot write the log file in %s (%s); logging to stderr only", log_dir, problem
         )
     return path
+
+
+def shutdown_logging() -> None:
+    """Remove our handler, writing out what it still holds."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_orchestrator", False):
+            root.removeHandler(handler)
+            handler.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -58,3 +60,25 @@ class Metrics:
             "Jobs expired by this process's janitor.",
             registry=self.registry,
         )
+
+        # labels() costs a lock and a dict lookup per call; these caches make it one dict lookup.
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._route_children: dict[str, Any] = {}
+        self._redis_children: dict[str, Any] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, str(status))
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(*key)
+        counter.inc()
+        histogram = self._route_children.get(route)
+        if histogram is None:
+            histogram = self._route_children[route] = self.request_seconds.labels(route)
+        histogram.observe(seconds)
+
+    def observe_redis(self, operation: str, seconds: float) -> None:
+        histogram = self._redis_children.get(operation)
+        if histogram is None:
+            histogram = self._redis_children[operation] = self.redis_seconds.labels(operation)
+        histogram.observe(seconds)

@@ -64,9 +64,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     elapsed = time.perf_counter() - started
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    metrics = request.app[METRICS]
-    metrics.requests.labels(request.method, route, str(response.status)).inc()
-    metrics.request_seconds.labels(route).observe(elapsed)
+    request.app[METRICS].observe_request(request.method, route, response.status, elapsed)
     if request.app[SETTINGS].access_log:
         access_logger.info("%s %s %d %.1fms", request.method, request.path_qs, response.status, elapsed * 1000)
     return response

@@ -83,14 +83,14 @@ async def update(request: web.Request) -> web.Response:
             status=result.status.value,
         )
     duplicate = result.outcome is UpdateOutcome.DUPLICATE
-    if result.created:
-        logger.info("Job %s created (totalClients=%d)", req.job_id, result.total_clients)
     if duplicate:
         message = f"Update for {where} was already recorded."
     else:
         message = f"Update for {where} recorded."
+        # One line for both when the update created the job: logging is a good part of an update's cost.
         logger.info(
-            "Client %s done for job %s (doneCount=%d/%d)",
+            "%sClient %s done for job %s (doneCount=%d/%d)",
+            f"Job {req.job_id} created (totalClients={result.total_clients}); " if result.created else "",
             req.client_id,
             req.job_id,
             result.done_count,

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from orchestrator.errors import ApiError, ValidationError
-from orchestrator.hub import RESYNC, Event, Subscription
+from orchestrator.hub import RESYNC, Event, EventHub, Subscription
 from orchestrator.models import Job, iso_ms
 from orchestrator.serializers import job_detail, job_summary
 from orchestrator.settings import Settings
@@ -34,6 +34,9 @@ T = TypeVar("T")
 SLOW_CONSUMER = WSCloseCode.TRY_AGAIN_LATER  # 1013: the client did not keep up; reconnect with ?since=
 _MAX_TRACKED_JOBS = 10_000
 _CATCH_UP_RETRY = 1.0
+# How long a new socket waits for the process's event listener to subscribe before it reads the state
+# anyway (Redis is down, say); it then gets a fresh snapshot once the listener is subscribed.
+_READY_WAIT = 2.0
 
 
 class SocketRegistry:
@@ -117,12 +120,12 @@ async def job_socket(request: web.Request) -> web.WebSocketResponse:
         if not (raw_since.isascii() and raw_since.isdigit() and len(raw_since) <= 15):
             raise ValidationError("'since' must be a non-negative integer version", code="invalid_query", field="since")
         since = int(raw_since)
-    return await _serve(request, JobFeed(request.app[STORE], job_id, since), job_id)
+    return await _serve(request, JobFeed(request.app[STORE], request.app[HUB], job_id, since), job_id)
 
 
 async def all_socket(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
-    return await _serve(request, AllFeed(request.app[STORE], settings.ws_snapshot_jobs), None)
+    return await _serve(request, AllFeed(request.app[STORE], request.app[HUB], settings.ws_snapshot_jobs), None)
 
 
 async def _serve(request: web.Request, feed: JobFeed | AllFeed, job_id: str | None) -> web.WebSocketResponse:
@@ -159,7 +162,8 @@ async def _serve(request: web.Request, feed: JobFeed | AllFeed, job_id: str | No
             async for message in ws:
                 if message.type == WSMsgType.TEXT and message.data == "ping":
                     # An application-level ping for clients (browsers) that cannot send protocol pings.
-                    await outbox.text('{"type":"pong"}')
+                    with contextlib.suppress(SlowConsumer, ConnectionError):
+                        await outbox.text('{"type":"pong"}')
         finally:
             registry.sockets.discard(ws)
             writer.cancel()
@@ -195,17 +199,20 @@ async def _retrying(ws: Outbox, read: Callable[..., Awaitable[T]], *args: Any) -
 class JobFeed:
     """One job: snapshot or missed events, then live events in version order, without duplicates."""
 
-    def __init__(self, store: JobStore, job_id: str, since: int | None) -> None:
+    def __init__(self, store: JobStore, hub: EventHub, job_id: str, since: int | None) -> None:
         self.store = store
+        self.hub = hub
         self.job_id = job_id
         self.since = since
 
     async def run(self, ws: Outbox, sub: Subscription) -> None:
+        await self.hub.ready(sub, _READY_WAIT)
         last = await self.catch_up(ws, self.since)
         while True:
             item = await sub.queue.get()
             if item is RESYNC:
-                # The listener reconnected: send the state afresh rather than trust the gap is empty.
+                # The listener subscribed anew: send the state afresh rather than trust the gap is empty.
+                await self.hub.ready(sub, _READY_WAIT)
                 last = await self.catch_up(ws, None)
                 continue
             assert isinstance(item, Event)
@@ -242,16 +249,19 @@ class JobFeed:
 class AllFeed:
     """Every job: a snapshot of the recent jobs, then every event; per job in version order."""
 
-    def __init__(self, store: JobStore, snapshot_jobs: int) -> None:
+    def __init__(self, store: JobStore, hub: EventHub, snapshot_jobs: int) -> None:
         self.store = store
+        self.hub = hub
         self.snapshot_jobs = snapshot_jobs
         self.last: OrderedDict[str, int] = OrderedDict()
 
     async def run(self, ws: Outbox, sub: Subscription) -> None:
+        await self.hub.ready(sub, _READY_WAIT)
         await self.snapshot(ws)
         while True:
             item = await sub.queue.get()
             if item is RESYNC:
+                await self.hub.ready(sub, _READY_WAIT)
                 await self.snapshot(ws)
                 continue
             assert isinstance(item, Event)

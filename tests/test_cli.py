@@ -61,7 +61,7 @@ async def test_serve_on_embedded_default_logs_in_the_original_format(tmp_path: P
     assert lines and all(LOG_LINE.match(line) for line in lines), log
     assert "WARNING [connections] [computations-orchestrator] No REDIS_URL set: using an embedded" in log
     assert "starting with {" in log and "embedded fakeredis" in log
-    assert "[api] [computations-orchestrator] Job test_123 created (totalClients=1)" in log
+    assert "[api] [computations-orchestrator] Job test_123 created (totalClients=1); Client client_1 done" in log
     assert "Client client_1 done for job test_123 (doneCount=1/1)" in log
     assert "Job test_123: all 1 clients done; moved to AGGREGATING" in log
     assert re.search(r"\[access\] \[computations-orchestrator\] POST /api/update 200 \d+\.\dms", log)

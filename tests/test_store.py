@@ -17,9 +17,7 @@ from orchestrator.store import JobStore, now_ms
 
 @pytest.fixture
 def store(redis_client: aioredis.Redis, prefix: str) -> JobStore:
-    return JobStore(
-        redis_client, keys=Keys(prefix), metrics=Metrics(), timeout=5, job_ttl_seconds=3600, event_history=5
-    )
+    return JobStore(redis_client, keys=Keys(prefix), metrics=Metrics(), job_ttl_seconds=3600, event_history=5)
 
 
 def req(job: str, client: str, total: int = 2, schema: str | None = None) -> UpdateRequest:

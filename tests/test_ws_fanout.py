@@ -199,7 +199,10 @@ async def test_hung_redis_is_noticed_by_the_listener(
     )
     client = await aiohttp_client(create_app(settings))
     hub = client.app[HUB]
-    await asyncio.wait_for(hub.connected.wait(), 5)
+    assert not hub.connected.is_set()  # nobody subscribed yet: no pub/sub connection
+    ws = await client.ws_connect("/ws")
+    await receive(ws)
+    assert hub.connected.is_set()
     assert private_redis.proc is not None
     os.kill(private_redis.proc.pid, signal.SIGSTOP)
     try:
@@ -211,3 +214,5 @@ async def test_hung_redis_is_noticed_by_the_listener(
     finally:
         os.kill(private_redis.proc.pid, signal.SIGCONT)
     await asyncio.wait_for(hub.connected.wait(), 10)
+    assert (await receive(ws))["type"] == "snapshot"  # re-synced after the listener came back
+    await ws.close()
