@@ -90,7 +90,7 @@ async def run_size(
     tmp = Path(tempfile.mkdtemp(prefix="fanout-"))
     async with aiohttp.ClientSession() as session:
         async with session.post(
-            f"{base}/api/update", json={"jobId": JOB, "clientId": "c-0", "totalClients": 1_000_000}
+            f"{base}/api/update", json={"jobId": JOB, "clientId": "c-0", "totalClients": 100_000}
         ):
             pass
         before = rss_kib(server_pid)
@@ -121,7 +121,7 @@ async def run_size(
             start = time.monotonic()
             for i in range(events):
                 await asyncio.sleep(max(0.0, start + i * interval - time.monotonic()))
-                body = {"jobId": JOB, "clientId": f"c{subscribers}-{i + 1}", "totalClients": 1_000_000}
+                body = {"jobId": JOB, "clientId": f"c{subscribers}-{i + 1}", "totalClients": 100_000}
                 async with session.post(f"{base}/api/update", json=body) as resp:
                     version = (await resp.json())["version"]
                     sent[version] = time.monotonic_ns()
