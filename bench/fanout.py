@@ -160,6 +160,7 @@ async def drive(args: argparse.Namespace) -> None:
         "PORT": str(port),
         "LOG_DIR": tempfile.mkdtemp(prefix="fanout-logs-"),
         "WS_MAX_CONNECTIONS": "20000",
+        "KEY_PREFIX": "bench:fanout:",
         "LOG_LEVEL": "WARNING",
     }
     server = subprocess.Popen(
@@ -182,6 +183,7 @@ async def drive(args: argparse.Namespace) -> None:
     finally:
         server.terminate()
         server.wait(10)
+        redis.Redis.from_url(args.redis_url).flushdb()
     print(
         f"\nFan-out: {args.events} events at {args.rate:g}/s to one job, server on one process, "
         f"{args.workers} client processes on the same machine"

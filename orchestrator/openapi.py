@@ -222,6 +222,16 @@ SCHEMAS: dict[str, Any] = {
             },
         ]
     },
+    "CancelResponse": {
+        "type": "object",
+        "required": ["jobId", "status", "alreadyCancelled", "version"],
+        "properties": {
+            "jobId": _ID,
+            "status": {"type": "string", "enum": ["CANCELLED"]},
+            "alreadyCancelled": {"type": "boolean"},
+            "version": {"type": "integer"},
+        },
+    },
     "Index": {
         "type": "object",
         "required": ["service", "version", "links"],
@@ -308,6 +318,27 @@ OPENAPI: dict[str, Any] = {
                     "200": _json(_ref("Job"), "The job."),
                     "400": _ERROR,
                     "404": _ERROR,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/api/jobs/{jobId}/cancel": {
+            "post": {
+                "summary": "Cancel a job that has not finished (IN_PROGRESS or AGGREGATING)",
+                "parameters": [_JOB_ID_PARAM],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 500}}}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("CancelResponse"), "Cancelled now, or already (alreadyCancelled)."),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "409": _json(_ref("Error"), "The job is already COMPLETED or FAILED."),
                     "503": _UNAVAILABLE,
                 },
             }

@@ -161,3 +161,39 @@ redis.call('PUBLISH', channel, message)
 for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6], KEYS[7]}) do redis.call('PEXPIRE', key, ttl) end
 return {1, version}
 """
+
+# Cancel a job that has not finished: IN_PROGRESS or AGGREGATING -> CANCELLED, once.
+# KEYS[1] job hash  KEYS[2] events list  KEYS[3] status IN_PROGRESS  KEYS[4] status AGGREGATING
+# KEYS[5] status CANCELLED  KEYS[6] jobs:updated  KEYS[7] updatedClients  KEYS[8] clientTimes
+# ARGV[1] jobId  ARGV[2] reason  ARGV[3] now (epoch ms)  ARGV[4] now (ISO)  ARGV[5] key TTL ms
+# ARGV[6] history size  ARGV[7] events channel
+# Returns {outcome, status, version}: outcome 'cancelled' (this call did it), 'already' (it was
+# cancelled before: nothing changes), 'finished' (COMPLETED or FAILED: refused) or 'missing'.
+# An aggregation already queued for the job finds it CANCELLED and finishes nothing (FINISH checks).
+CANCEL = """
+local job, events, job_id = KEYS[1], KEYS[2], ARGV[1]
+local now, at, ttl, history, channel = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local current = redis.call('HMGET', job, 'status', 'createdAt', 'version')
+if not current[1] then
+  return {'missing', '', 0}
+end
+if current[1] == 'CANCELLED' then
+  return {'already', current[1], tonumber(current[3])}
+end
+if current[1] ~= 'IN_PROGRESS' and current[1] ~= 'AGGREGATING' then
+  return {'finished', current[1], tonumber(current[3])}
+end
+redis.call('HSET', job, 'status', 'CANCELLED', 'failureReason', ARGV[2], 'completedAt', now, 'updatedAt', now)
+redis.call('ZREM', KEYS[3], job_id)
+redis.call('ZREM', KEYS[4], job_id)
+redis.call('ZADD', KEYS[5], tonumber(current[2]), job_id)
+redis.call('ZADD', KEYS[6], now, job_id)
+local version = redis.call('HINCRBY', job, 'version', 1)
+local message = cjson.encode({type = 'job.cancelled', jobId = job_id, version = version, at = at,
+  status = 'CANCELLED', previousStatus = current[1], reason = ARGV[2]})
+redis.call('RPUSH', events, message)
+redis.call('LTRIM', events, -history, -1)
+redis.call('PUBLISH', channel, message)
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[7], KEYS[8]}) do redis.call('PEXPIRE', key, ttl) end
+return {'cancelled', 'CANCELLED', version}
+"""

@@ -54,6 +54,7 @@ class JobStore:
         self._update = redis.register_script(scripts.UPDATE)
         self._expire = redis.register_script(scripts.EXPIRE)
         self._finish = redis.register_script(scripts.FINISH)
+        self._cancel = redis.register_script(scripts.CANCEL)
 
     @asynccontextmanager
     async def _guard(self, operation: str) -> AsyncIterator[None]:
@@ -145,6 +146,35 @@ class JobStore:
                 ],
             )
         return bool(done), int(version)
+
+    async def cancel_job(self, job_id: str, reason: str) -> tuple[str, JobStatus | None, int]:
+        """Cancel a job that has not finished, announcing it; returns (outcome, status, version) with
+        outcome 'cancelled', 'already', 'finished' (refused) or 'missing'. Safe to call twice."""
+        k = self.keys
+        ms = now_ms()
+        async with self._guard("cancel"):
+            outcome, status, version = await self._cancel(
+                keys=[
+                    k.job(job_id),
+                    k.events(job_id),
+                    k.jobs_by_status(JobStatus.IN_PROGRESS),
+                    k.jobs_by_status(JobStatus.AGGREGATING),
+                    k.jobs_by_status(JobStatus.CANCELLED),
+                    k.jobs_by_updated,
+                    k.updated_clients(job_id),
+                    k.client_times(job_id),
+                ],
+                args=[
+                    job_id,
+                    reason,
+                    ms,
+                    iso_ms(ms) or "",
+                    self.job_ttl_ms + _KEY_TTL_GRACE_MS,
+                    self.history_size,
+                    k.events_channel,
+                ],
+            )
+        return str(outcome), JobStatus(status) if status else None, int(version)
 
     async def get_job(self, job_id: str) -> Job:
         """The job with its clients and the time each reported; JobNotFound if there is none."""

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator import SERVICE_NAME, __version__
-from orchestrator.errors import Conflict, JobNotFound, UnsupportedMediaType
+from orchestrator.errors import Conflict, JobNotFound, UnsupportedMediaType, ValidationError
 from orchestrator.models import UpdateOutcome
 from orchestrator.openapi import OPENAPI
 from orchestrator.serializers import job_detail, job_summary, status_body
@@ -148,6 +148,36 @@ async def get_job(request: web.Request) -> web.Response:
     validate_id(job_id, "jobId")
     job = await request.app[STORE].get_job(job_id)
     return web.json_response(job_detail(job))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job_id = request.match_info["jobId"]
+    validate_id(job_id, "jobId")
+    reason = "cancelled by request"
+    if request.can_read_body:
+        body = parse_json_object(await request.read())
+        given = body.get("reason")
+        if given is not None and (not isinstance(given, str) or len(given) > 500):
+            raise ValidationError(
+                "'reason' must be a string of at most 500 characters", code="invalid_field", field="reason"
+            )
+        reason = given or reason
+    outcome, status, version = await request.app[STORE].cancel_job(job_id, reason)
+    if outcome == "missing":
+        raise JobNotFound(job_id)
+    if outcome == "finished":
+        assert status is not None
+        raise Conflict(
+            f"Job {job_id} is already {status.value} and cannot be cancelled",
+            code="job_finished",
+            jobId=job_id,
+            status=status.value,
+        )
+    if outcome == "cancelled":
+        logger.info("Job %s cancelled: %s", job_id, reason)
+    return web.json_response(
+        {"jobId": job_id, "status": "CANCELLED", "alreadyCancelled": outcome == "already", "version": version}
+    )
 
 
 async def dashboard(request: web.Request) -> web.FileResponse:

@@ -6,6 +6,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from orchestrator.models import JobStatus
+from orchestrator.typedefs import STORE
+
 DETAILED_SCHEMA = [
     {
         "featureName": "age",
@@ -196,3 +199,56 @@ async def test_unknown_route_and_method_are_json(client: Client) -> None:
     assert resp.status == 405
     assert (await resp.json())["error"]["code"] == "method_not_allowed"
     assert "POST" in resp.headers["Allow"]
+
+
+async def test_cancel(client: Client) -> None:
+    await post_update(client, jobId="cx", clientId="a", totalClients=3)
+    resp = await client.post("/api/jobs/cx/cancel", json={"reason": "wrong cohort"})
+    assert resp.status == 200
+    assert await resp.json() == {"jobId": "cx", "status": "CANCELLED", "alreadyCancelled": False, "version": 3}
+    again = await client.post("/api/jobs/cx/cancel")
+    assert (await again.json())["alreadyCancelled"] is True
+    status = await (await client.get("/api/job-status/cx")).json()
+    assert status["status"] == "CANCELLED"
+    assert status["message"] == "Job cx was cancelled (doneCount=1/3)."
+    assert status["failureReason"] == "wrong cohort"
+    assert (await post_update(client, jobId="cx", clientId="b", totalClients=3))[0] == 409
+    code, body = await post_update(client, jobId="cx", clientId="a", totalClients=3)
+    assert (code, body["alreadyRecorded"]) == (200, True)
+    listed = await (await client.get("/api/jobs", params={"status": "CANCELLED"})).json()
+    assert [j["jobId"] for j in listed["jobs"]] == ["cx"]
+    events = await client.app[STORE].event_history("cx")
+    assert events[-1]["type"] == "job.cancelled"
+    assert (events[-1]["previousStatus"], events[-1]["reason"]) == ("IN_PROGRESS", "wrong cohort")
+
+
+async def test_cancel_refusals(client: Client) -> None:
+    assert (await client.post("/api/jobs/none/cancel")).status == 404
+    await post_update(client, jobId="fin", clientId="a", totalClients=1)
+    await client.app[STORE].finish_job("fin", JobStatus.COMPLETED, result={"aggregatedResults": []})
+    resp = await client.post("/api/jobs/fin/cancel")
+    assert resp.status == 409
+    assert (await resp.json())["error"]["code"] == "job_finished"
+    await post_update(client, jobId="agg", clientId="a", totalClients=1)
+    for bad in (b"{", b'{"reason": 5}', b"[1]"):
+        resp = await client.post("/api/jobs/agg/cancel", data=bad, headers={"Content-Type": "application/json"})
+        assert resp.status == 400
+    assert (await (await client.get("/api/jobs/agg")).json())["status"] == "AGGREGATING"
+    # An aggregating job may be cancelled; its aggregation then finishes nothing.
+    assert (await client.post("/api/jobs/agg/cancel")).status == 200
+    assert await client.app[STORE].finish_job("agg", JobStatus.COMPLETED, result={}) == (False, 4)
+
+
+async def test_completed_job_status_has_results_and_metadata(client: Client) -> None:
+    await post_update(client, jobId="done", clientId="a", totalClients=1, schema=SHORT_SCHEMA)
+    result = {
+        "aggregatedResults": [{"featureName": "age", "dataType": "NUMERIC", "aggregatedNotNull": 10}],
+        "metadata": {"totalFeatures": 2, "totalClients": 1, "completedAt": "2026-11-29T00:00:00.000Z", "doneCount": 1},
+    }
+    await client.app[STORE].finish_job("done", JobStatus.COMPLETED, result=result)
+    status = await (await client.get("/api/job-status/done")).json()
+    assert status["status"] == "COMPLETED"
+    assert status["message"] == "Job done is completed."
+    assert status["aggregatedResults"] == result["aggregatedResults"]
+    assert status["metadata"] == result["metadata"]
+    assert status["jobInfo"]["finalResult"] == result

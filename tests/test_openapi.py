@@ -54,6 +54,8 @@ async def test_responses_match_the_document(client: Client) -> None:
         ("/api/jobs/{jobId}", "get", "/api/jobs/o1", None),
         ("/api/jobs/{jobId}", "get", "/api/jobs/none", None),
         ("/api/jobs/{jobId}", "get", "/api/jobs/bad%20id", None),
+        ("/api/jobs/{jobId}/cancel", "post", "/api/jobs/none/cancel", None),
+        ("/api/jobs/{jobId}/cancel", "post", "/api/jobs/o1/cancel", {"reason": 7}),
         ("/healthz", "get", "/healthz", None),
         ("/readyz", "get", "/readyz", None),
     ]
@@ -61,5 +63,11 @@ async def test_responses_match_the_document(client: Client) -> None:
         resp = await client.request(method.upper(), url, json=body)
         assert_matches(path, method, resp.status, await resp.json())
     await client.post("/api/update", json={"jobId": "o1", "clientId": "c2", "totalClients": 2})
+    resp = await client.get("/api/job-status/o1")
+    assert_matches("/api/job-status/{jobId}", "get", resp.status, await resp.json())
+    resp = await client.post("/api/jobs/o1/cancel")
+    assert_matches("/api/jobs/{jobId}/cancel", "post", resp.status, await resp.json())
+    resp = await client.post("/api/jobs/o1/cancel")
+    assert_matches("/api/jobs/{jobId}/cancel", "post", resp.status, await resp.json())
     resp = await client.get("/api/job-status/o1")
     assert_matches("/api/job-status/{jobId}", "get", resp.status, await resp.json())
