@@ -37,14 +37,15 @@ class LineFormatter(logging.Formatter):
         self._second = -1
         self._stamp = ""
 
-    def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+    def line(self, created: float, level: str, component: str, message: str) -> str:
+        second = int(created)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        component = record.name.rsplit(".", 1)[-1]
-        message = record.getMessage()
-        line = f"{self._stamp},{int(record.msecs):03d} {record.levelname} [{component}] [{SERVICE_NAME}] {message}"
+        return f"{self._stamp},{int((created - second) * 1000):03d} {level} [{component}] [{SERVICE_NAME}] {message}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.line(record.created, record.levelname, record.name.rsplit(".", 1)[-1], record.getMessage())
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -116,6 +117,13 @@ class BufferedSink(logging.Handler):
         if len(self.lines) >= self.max_lines or record.levelno >= logging.WARNING:
             self._write()
 
+    def append(self, line: str) -> None:
+        """Buffer an already formatted line (the access log's fast path)."""
+        with self.lock:  # type: ignore[union-attr]
+            self.lines.append(line)
+            if len(self.lines) >= self.max_lines:
+                self._write()
+
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._write()
@@ -148,9 +156,32 @@ class BufferedSink(logging.Handler):
         super().close()
 
 
+_sink: BufferedSink | None = None
+_access_logger = logging.getLogger("orchestrator.access")
+
+
+def log_access(method: str, path: str, status: int, seconds: float) -> None:
+    """One access log line: `METHOD PATH STATUS DURATIONms`, as INFO from [access]."""
+    if _access_logger.isEnabledFor(logging.INFO):
+        info_fast(_access_logger, f"{method} {path} {status} {seconds * 1000:.1f}ms")
+
+
+def info_fast(logger: logging.Logger, message: str) -> None:
+    """``logger.info(message)`` for the lines logged on every request: with our sink installed it
+    skips LogRecord creation and the handler chain, the same text for a tenth of the cost."""
+    sink = _sink
+    if sink is None or not logger.isEnabledFor(logging.INFO):
+        logger.info("%s", message)
+        return
+    formatter = sink.formatter
+    assert isinstance(formatter, LineFormatter)
+    sink.append(formatter.line(time.time(), "INFO", logger.name.rsplit(".", 1)[-1], message))
+
+
 def configure_logging(log_dir: str, level: str, *, max_bytes: int, backups: int) -> Path | None:
     """Log to stderr and to a rotated file in ``log_dir``; returns the file's path, or None if it
     could not be opened (the service then logs to stderr only and says why)."""
+    global _sink
     shutdown_logging()
     path: Path | None = Path(log_dir) / LOG_FILE
     problem = None
@@ -161,7 +192,7 @@ def configure_logging(log_dir: str, level: str, *, max_bytes: int, backups: int)
         file = RotatingFile(path, max_bytes, backups)
     except OSError as e:
         problem, path = e, None
-    handler = BufferedSink(sys.stderr, file)
+    handler = _sink = BufferedSink(sys.stderr, file)
     handler._orchestrator = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     root.addHandler(handler)
@@ -177,6 +208,8 @@ def configure_logging(log_dir: str, level: str, *, max_bytes: int, backups: int)
 
 def shutdown_logging() -> None:
     """Remove our handler, writing out what it still holds."""
+    global _sink
+    _sink = None
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_orchestrator", False):

@@ -65,6 +65,13 @@ class Metrics:
         self._request_children: dict[tuple[str, str, str], Any] = {}
         self._route_children: dict[str, Any] = {}
         self._redis_children: dict[str, Any] = {}
+        self._update_children: dict[str, Any] = {}
+
+    def count_update(self, outcome: str) -> None:
+        counter = self._update_children.get(outcome)
+        if counter is None:
+            counter = self._update_children[outcome] = self.updates.labels(outcome)
+        counter.inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, str(status))

@@ -10,11 +10,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from orchestrator.errors import ApiError
+from orchestrator.logconfig import log_access
 from orchestrator.store import StoreUnavailable
 from orchestrator.typedefs import METRICS, SETTINGS
 
 logger = logging.getLogger("orchestrator.http")
-access_logger = logging.getLogger("orchestrator.access")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -66,5 +66,5 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = resource.canonical if resource is not None else "unmatched"
     request.app[METRICS].observe_request(request.method, route, response.status, elapsed)
     if request.app[SETTINGS].access_log:
-        access_logger.info("%s %s %d %.1fms", request.method, request.path_qs, response.status, elapsed * 1000)
+        log_access(request.method, request.path_qs, response.status, elapsed)
     return response

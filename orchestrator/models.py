@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 
@@ -98,11 +98,21 @@ class Job:
         return round(100.0 * self.done_count / self.total_clients, 2) if self.total_clients else 0.0
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def iso_ms(ms: int | None) -> str | None:
-    """Epoch milliseconds as an ISO 8601 UTC timestamp."""
+    """Epoch milliseconds as an ISO 8601 UTC timestamp, e.g. 2026-11-29T10:00:00.123Z. Every update and
+    read formats one, so the seconds part is cached."""
+    global _second_cache
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    second, millis = divmod(ms, 1000)
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_cache = (second, prefix)
+    return f"{prefix}.{millis:03d}Z"
 
 
 def _json_or_none(raw: str | None) -> Any:

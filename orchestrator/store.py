@@ -70,6 +70,12 @@ class JobStore:
         finally:
             self.metrics.observe_redis(operation, time.perf_counter() - started)
 
+    def _change_args(self) -> list[str | int]:
+        """The ARGV tail every state-changing script takes: now (epoch ms), now (ISO), key TTL (ms),
+        history size, events channel."""
+        ms = now_ms()
+        return [ms, iso_ms(ms) or "", self.job_ttl_ms + _KEY_TTL_GRACE_MS, self.history_size, self.keys.events_channel]
+
     async def ping(self) -> None:
         async with self._guard("ping"):
             await self.redis.ping()
@@ -77,7 +83,6 @@ class JobStore:
     async def record_update(self, req: UpdateRequest) -> UpdateResult:
         """Count one client's completion; create the job on its first update. One Redis round trip."""
         k = self.keys
-        ms = now_ms()
         async with self._guard("update"):
             raw = await self._update(
                 keys=[
@@ -93,11 +98,7 @@ class JobStore:
                     req.client_id,
                     req.total_clients,
                     req.schema_json or "",
-                    ms,
-                    iso_ms(ms) or "",
-                    self.job_ttl_ms + _KEY_TTL_GRACE_MS,
-                    self.history_size,
-                    k.events_channel,
+                    *self._change_args(),
                 ],
             )
         outcome, created, triggered, status, done, total, version, conflict = raw
@@ -120,7 +121,6 @@ class JobStore:
         if status not in (JobStatus.COMPLETED, JobStatus.FAILED):
             raise ValueError(f"a job finishes as COMPLETED or FAILED, not {status.value}")
         k = self.keys
-        ms = now_ms()
         result_json = "" if result is None else json.dumps(result, separators=(",", ":"), allow_nan=False)
         async with self._guard("finish"):
             done, version = await self._finish(
@@ -138,11 +138,7 @@ class JobStore:
                     status.value,
                     result_json,
                     reason,
-                    ms,
-                    iso_ms(ms) or "",
-                    self.job_ttl_ms + _KEY_TTL_GRACE_MS,
-                    self.history_size,
-                    k.events_channel,
+                    *self._change_args(),
                 ],
             )
         return bool(done), int(version)
@@ -151,7 +147,6 @@ class JobStore:
         """Cancel a job that has not finished, announcing it; returns (outcome, status, version) with
         outcome 'cancelled', 'already', 'finished' (refused) or 'missing'. Safe to call twice."""
         k = self.keys
-        ms = now_ms()
         async with self._guard("cancel"):
             outcome, status, version = await self._cancel(
                 keys=[
@@ -167,11 +162,7 @@ class JobStore:
                 args=[
                     job_id,
                     reason,
-                    ms,
-                    iso_ms(ms) or "",
-                    self.job_ttl_ms + _KEY_TTL_GRACE_MS,
-                    self.history_size,
-                    k.events_channel,
+                    *self._change_args(),
                 ],
             )
         return str(outcome), JobStatus(status) if status else None, int(version)

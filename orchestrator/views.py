@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator import SERVICE_NAME, __version__
 from orchestrator.errors import Conflict, JobNotFound, UnsupportedMediaType, ValidationError
+from orchestrator.logconfig import info_fast
 from orchestrator.models import UpdateOutcome
 from orchestrator.openapi import OPENAPI
 from orchestrator.serializers import job_detail, job_summary, status_body
@@ -62,7 +63,7 @@ async def update(request: web.Request) -> web.Response:
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {content_type or 'none'}")
     req = parse_update(parse_json_object(await request.read()))
     result = await request.app[STORE].record_update(req)
-    request.app[METRICS].updates.labels(result.outcome.value).inc()
+    request.app[METRICS].count_update(result.outcome.value)
     where = f"job {req.job_id}, client {req.client_id}"
     if result.outcome is UpdateOutcome.CONFLICT:
         field = result.conflict_field or "totalClients"
@@ -88,13 +89,11 @@ async def update(request: web.Request) -> web.Response:
     else:
         message = f"Update for {where} recorded."
         # One line for both when the update created the job: logging is a good part of an update's cost.
-        logger.info(
-            "%sClient %s done for job %s (doneCount=%d/%d)",
-            f"Job {req.job_id} created (totalClients={result.total_clients}); " if result.created else "",
-            req.client_id,
-            req.job_id,
-            result.done_count,
-            result.total_clients,
+        created = f"Job {req.job_id} created (totalClients={result.total_clients}); " if result.created else ""
+        info_fast(
+            logger,
+            f"{created}Client {req.client_id} done for job {req.job_id} "
+            f"(doneCount={result.done_count}/{result.total_clients})",
         )
     if result.triggered:
         request.app[METRICS].triggers.inc()

@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
+from tests.support import RedisServerProcess
 
 REAL_REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
 # CI sets this so that an unreachable real Redis fails the run instead of skipping its tests.
@@ -85,3 +86,14 @@ def make_client(
 @pytest.fixture
 async def client(make_client: Callable[..., Any]) -> TestClient[Any, Any]:
     return await make_client()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServerProcess]:
+    """A redis-server of the test's own, on its own port, which the test may stop, hang or restart."""
+    server = RedisServerProcess(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -128,6 +129,28 @@ class RedisServerProcess:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # in case a test left it stopped
             self.proc.kill()
             self.proc.wait(5)
         self.proc = None
+
+
+# The schemas real clients send (detailed) and the one the original README shows (short).
+DETAILED_SCHEMA = [
+    {
+        "featureName": "age",
+        "dataType": "NUMERIC",
+        "offset": 0,
+        "length": 7,
+        "fields": ["numOfNotNull", "min", "max", "avg", "q1", "q2", "q3"],
+    },
+    {
+        "featureName": "isActive",
+        "dataType": "BOOLEAN",
+        "offset": 7,
+        "length": 2,
+        "fields": ["numOfNotNull", "numOfTrue"],
+    },
+    {"featureName": "department", "dataType": "NOMINAL", "offset": 9, "length": 1, "fields": ["numOfNotNull"]},
+]
+SHORT_SCHEMA = [{"name": "age", "dataType": "NUMERIC"}, {"name": "isActive", "dataType": "BOOLEAN"}]

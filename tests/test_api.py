@@ -8,25 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from orchestrator.models import JobStatus
 from orchestrator.typedefs import STORE
-
-DETAILED_SCHEMA = [
-    {
-        "featureName": "age",
-        "dataType": "NUMERIC",
-        "offset": 0,
-        "length": 7,
-        "fields": ["numOfNotNull", "min", "max", "avg", "q1", "q2", "q3"],
-    },
-    {
-        "featureName": "isActive",
-        "dataType": "BOOLEAN",
-        "offset": 7,
-        "length": 2,
-        "fields": ["numOfNotNull", "numOfTrue"],
-    },
-    {"featureName": "department", "dataType": "NOMINAL", "offset": 9, "length": 1, "fields": ["numOfNotNull"]},
-]
-SHORT_SCHEMA = [{"name": "age", "dataType": "NUMERIC"}, {"name": "isActive", "dataType": "BOOLEAN"}]
+from tests.support import DETAILED_SCHEMA, SHORT_SCHEMA
 
 Client = TestClient[Any, Any]
 

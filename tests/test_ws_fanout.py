@@ -7,7 +7,7 @@ import json
 import socket
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,16 +143,6 @@ async def _delivery_lags(client: Any, job: str, *, stalled: bool, updates: int =
             break
         await asyncio.sleep(0.02)
     return [received[v] - sent[v] for v in sent]
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServerProcess]:
-    server = RedisServerProcess(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.mark.real_redis

@@ -18,28 +18,12 @@ from orchestrator.connections import embedded_redis
 from orchestrator.models import JobStatus, UpdateRequest
 from orchestrator.settings import Settings
 from orchestrator.typedefs import STORE
-from tests.support import REPO, free_port
+from tests.support import DETAILED_SCHEMA, REPO, free_port
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = REPO / "artifacts"
 
-SCHEMA = [
-    {
-        "featureName": "age",
-        "dataType": "NUMERIC",
-        "offset": 0,
-        "length": 7,
-        "fields": ["numOfNotNull", "min", "max", "avg", "q1", "q2", "q3"],
-    },
-    {
-        "featureName": "isActive",
-        "dataType": "BOOLEAN",
-        "offset": 7,
-        "length": 2,
-        "fields": ["numOfNotNull", "numOfTrue"],
-    },
-    {"featureName": "department", "dataType": "NOMINAL", "offset": 9, "length": 1, "fields": ["numOfNotNull"]},
-]
+SCHEMA = DETAILED_SCHEMA
 RESULT = {
     "aggregatedResults": [
         {"featureName": "age", "dataType": "NUMERIC", "aggregatedNotNull": 1000, "sumOfMin": 54, "sumOfMax": 240},
