@@ -89,9 +89,7 @@ async def run_size(
 ) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="fanout-"))
     async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{base}/api/update", json={"jobId": JOB, "clientId": "c-0", "totalClients": 100_000}
-        ):
+        async with session.post(f"{base}/api/update", json={"jobId": JOB, "clientId": "c-0", "totalClients": 100_000}):
             pass
         before = rss_kib(server_pid)
         procs = []

@@ -1,0 +1,119 @@
+"""The floor of this design: an aiohttp app that does only the Redis work, nothing else.
+
+POST /api/update                does the one EVALSHA of ``orchestrator.scripts.UPDATE`` with the same KEYS
+                                and ARGV that ``JobStore.record_update`` passes; the body is parsed with a
+                                bare ``json.loads`` (no validation), the answer is a small JSON object.
+GET  /api/job-status/{jobId}    does the same MULTI/HGETALL/HGETALL/EXEC round trip as
+                                ``JobStore.get_job`` and returns the two hashes as JSON.
+
+No middleware, no logging, no metrics, no access log. The Redis client is made by the
+orchestrator's own ``create_redis`` so the client library, pool and options are identical.
+
+    python bench/floor_app.py --port 8081 --redis-url redis://127.0.0.1:6379/9 --key-prefix bench:
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from orchestrator import scripts
+from orchestrator.connections import create_redis
+from orchestrator.keys import Keys
+from orchestrator.models import JobStatus, iso_ms
+from orchestrator.settings import Settings
+
+# The same constant as orchestrator/store.py (_KEY_TTL_GRACE_MS), and the default settings.
+_KEY_TTL_GRACE_MS = 3600 * 1000
+
+
+def create_floor_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    keys = Keys(settings.key_prefix)
+    ttl_ms = settings.job_ttl_seconds * 1000 + _KEY_TTL_GRACE_MS
+    fixed_keys = [
+        keys.jobs_by_created,
+        keys.jobs_by_updated,
+        keys.jobs_by_status(JobStatus.IN_PROGRESS),
+        keys.jobs_by_status(JobStatus.AGGREGATING),
+        keys.aggregation_queue,
+    ]
+    state: dict[str, object] = {}
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = create_redis(settings)
+        state["redis"] = client
+        state["update"] = client.register_script(scripts.UPDATE)
+        yield
+        await client.aclose()
+
+    async def update(request: web.Request) -> web.Response:
+        data = json.loads(await request.read())
+        job_id = data["jobId"]
+        client_id = data["clientId"]
+        schema = data.get("schema")
+        ms = int(time.time() * 1000)
+        raw = await state["update"](  # type: ignore[operator]
+            keys=[*keys.job_keys(job_id), *fixed_keys],
+            args=[
+                job_id,
+                client_id,
+                int(data["totalClients"]),
+                "" if schema is None else json.dumps(schema, sort_keys=True, separators=(",", ":")),
+                ms,
+                iso_ms(ms) or "",
+                ttl_ms,
+                settings.event_history,
+                keys.events_channel,
+            ],
+        )
+        outcome, _created, _triggered, status, done, total, version, _conflict = raw
+        body = {
+            "outcome": outcome,
+            "jobId": job_id,
+            "status": status,
+            "doneCount": done,
+            "totalClients": total,
+            "version": version,
+        }
+        return web.Response(text=json.dumps(body), content_type="application/json")
+
+    async def job_status(request: web.Request) -> web.Response:
+        job_id = request.match_info["jobId"]
+        async with state["redis"].pipeline(transaction=True) as pipe:  # type: ignore[attr-defined]
+            pipe.hgetall(keys.job(job_id))
+            pipe.hgetall(keys.client_times(job_id))
+            raw, times = await pipe.execute()
+        if not raw:
+            return web.Response(status=404, text='{"error":"not found"}', content_type="application/json")
+        return web.Response(text=json.dumps({"job": raw, "clientTimes": times}), content_type="application/json")
+
+    app.router.add_post("/api/update", update)
+    app.router.add_get("/api/job-status/{jobId}", job_status)
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(redis_ctx)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text='{"status":"ok"}', content_type="application/json")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--key-prefix", default="bench:")
+    args = parser.parse_args()
+    settings = Settings(host=args.host, port=args.port, redis_url=args.redis_url, key_prefix=args.key_prefix)
+    settings.validate()
+    web.run_app(create_floor_app(settings), host=args.host, port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
