@@ -7,10 +7,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from orchestrator import SERVICE_NAME, __version__
+from orchestrator.aggregation.backends import Backend, NoneBackend
+from orchestrator.aggregation.smpc import SmpcBackend
+from orchestrator.aggregation.worker import AggregationService, consumer_name
 from orchestrator.connections import create_redis
 from orchestrator.hub import EventHub
 from orchestrator.janitor import run_janitor
@@ -43,6 +47,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             metrics=app[METRICS],
             job_ttl_seconds=settings.job_ttl_seconds,
             event_history=settings.event_history,
+            collection_timeout_seconds=settings.collection_timeout_seconds,
         )
         logger.info("%s %s starting with %s", SERVICE_NAME, __version__, settings.public_dict())
         try:
@@ -80,6 +85,27 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    async def aggregation_ctx(app: web.Application) -> AsyncIterator[None]:
+        # One client session for every outbound call of this app.
+        session = aiohttp.ClientSession()
+        backends: dict[str, Backend] = {"none": NoneBackend()}
+        if settings.smpc_coordinator_url:
+            backends["smpc"] = SmpcBackend(
+                session,
+                settings.smpc_coordinator_url,
+                request_timeout=settings.smpc_request_timeout_seconds,
+                poll_interval=settings.smpc_poll_interval_seconds,
+                max_poll_interval=settings.smpc_poll_max_interval_seconds,
+            )
+        service = AggregationService(app[STORE], settings, backends, consumer_name())
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop), name="aggregation")
+        yield
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await session.close()
+
     async def close_sockets(app: web.Application) -> None:
         await app[SOCKETS].close_all()
 
@@ -87,5 +113,6 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(janitor_ctx)
+    app.cleanup_ctx.append(aggregation_ctx)
     app.on_shutdown.append(close_sockets)
     return app

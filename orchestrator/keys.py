@@ -52,6 +52,11 @@ class Keys:
         return [self.jobs_by_status(s) for s in JobStatus]
 
     @property
+    def jobs_by_deadline(self) -> str:
+        """Sorted set jobId -> collection deadline (epoch ms) of the jobs still collecting clients."""
+        return f"{self.prefix}jobs:deadlines"
+
+    @property
     def aggregation_queue(self) -> str:
         """Stream of jobs handed over to aggregation (consumed by the aggregation workers)."""
         return f"{self.prefix}aggregation:queue"

@@ -55,6 +55,18 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
+        self.aggregations = Counter(
+            "orchestrator_aggregations",
+            "Jobs this process finished aggregating, by outcome (COMPLETED, FAILED).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.aggregation_seconds = Histogram(
+            "orchestrator_aggregation_duration_seconds",
+            "From the move to AGGREGATING to the stored result.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+            registry=self.registry,
+        )
         self.expired = Counter(
             "orchestrator_jobs_expired",
             "Jobs expired by this process's janitor.",

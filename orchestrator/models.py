@@ -25,6 +25,7 @@ class UpdateOutcome(enum.StrEnum):
 
 
 DATA_TYPES = frozenset({"BOOLEAN", "NUMERIC", "NOMINAL", "ORDINAL", "CATEGORICAL"})
+AGGREGATION_BACKENDS = frozenset({"smpc", "none"})
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class UpdateRequest:
     total_clients: int
     # Canonical JSON of the schema (sorted keys, compact) or None when the update has none.
     schema_json: str | None
+    # When the job must have all its clients (epoch ms), if the update says; else the default applies.
+    deadline_ms: int | None = None
+    # The aggregation backend the update asks for, if any.
+    aggregation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,3 +128,16 @@ def _json_or_none(raw: str | None) -> Any:
 
 def _int_or_none(raw: str | None) -> int | None:
     return int(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """An aggregation attempt a worker owns, with what it needs from the job."""
+
+    job_id: str
+    number: int
+    aggregating_at_ms: int
+    triggered: bool
+    backend: str | None
+    schema: list[dict[str, Any]] | None
+    clients: list[str]

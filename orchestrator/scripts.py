@@ -25,9 +25,11 @@ end
 # Record one client's update.
 # KEYS[1] job hash   KEYS[2] updatedClients set   KEYS[3] clientTimes hash ('<ms>:<ordinal>')  KEYS[4] events list
 # KEYS[5] jobs:created      KEYS[6] jobs:updated         KEYS[7] status IN_PROGRESS KEYS[8] status AGGREGATING
-# KEYS[9] aggregation queue stream
+# KEYS[9] aggregation queue stream   KEYS[10] jobs:deadlines (collection deadlines of IN_PROGRESS jobs)
 # ARGV[1] jobId  ARGV[2] clientId  ARGV[3] totalClients  ARGV[4] canonical schema JSON or ''
 # ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
+# ARGV[10] collection deadline (epoch ms)  ARGV[11] aggregation backend asked for ('' for the default)
+# (the deadline and backend of the update that creates the job count; later ones are ignored)
 # Returns {outcome, created, triggered, status, doneCount, totalClients, version, conflictField}
 #   outcome: 'recorded' | 'duplicate' (client already counted, nothing changed)
 #            | 'conflict' (totalClients or schema differ from the job's) | 'closed' (job not collecting)
@@ -44,9 +46,11 @@ local created = 0
 local current = redis.call('HMGET', job, 'totalClients', 'schema', 'status', 'doneCount', 'version', 'createdAt')
 if not current[1] then
   redis.call('HSET', job, 'jobId', job_id, 'totalClients', total, 'doneCount', 0, 'schema', schema,
-    'finalResult', '', 'status', 'IN_PROGRESS', 'createdAt', now, 'updatedAt', now, 'version', 0)
+    'finalResult', '', 'status', 'IN_PROGRESS', 'createdAt', now, 'updatedAt', now, 'version', 0,
+    'deadlineAt', ARGV[10], 'aggregation', ARGV[11])
   redis.call('ZADD', KEYS[5], now, job_id)
   redis.call('ZADD', KEYS[7], now, job_id)
+  redis.call('ZADD', KEYS[10], tonumber(ARGV[10]), job_id)
   emit(job, events, job_id, at, history, channel, 'job.created', {totalClients = total, status = 'IN_PROGRESS'})
   created = 1
   current = {tostring(total), schema, 'IN_PROGRESS', '0', '1', tostring(now)}
@@ -84,6 +88,7 @@ if done >= total then
   triggered = 1
   redis.call('HSET', job, 'status', status, 'aggregatingAt', now)
   redis.call('ZREM', KEYS[7], job_id)
+  redis.call('ZREM', KEYS[10], job_id)
   redis.call('ZADD', KEYS[8], tonumber(current[6]), job_id)
   version = emit(job, events, job_id, at, history, channel, 'job.aggregating',
     {doneCount = done, totalClients = total, status = status})
@@ -126,14 +131,18 @@ return 1
 # KEYS[5] jobs:updated  KEYS[6] updatedClients  KEYS[7] clientTimes
 # ARGV[1] jobId  ARGV[2] 'COMPLETED' | 'FAILED'  ARGV[3] final result JSON ('' for none)  ARGV[4] failure reason
 # ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
+# ARGV[10] the aggregation attempt that must own the job ('' for any)
+# ARGV[11] finish only if the job has been aggregating since this time or earlier (epoch ms; '' for any)
 # Returns {1, version} when this call finished the job, {0, version} when it was not AGGREGATING (already
-# finished, cancelled or unknown), so a retried or duplicated call changes nothing.
+# finished, cancelled or unknown), or another attempt owns it, or it is not yet overdue: so a retried,
+# duplicated or stale call changes nothing.
 # The result JSON is spliced into the event text as given: a cjson round trip would round its numbers.
 FINISH = """
 local job, events, job_id, outcome = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-local current = redis.call('HMGET', job, 'status', 'createdAt', 'version')
-if current[1] ~= 'AGGREGATING' then
+local current = redis.call('HMGET', job, 'status', 'createdAt', 'version', 'attempt', 'aggregatingAt')
+if current[1] ~= 'AGGREGATING' or (ARGV[10] ~= '' and current[4] ~= ARGV[10])
+    or (ARGV[11] ~= '' and tonumber(current[5] or '0') > tonumber(ARGV[11])) then
   return {0, tonumber(current[3] or '0')}
 end
 redis.call('HSET', job, 'status', outcome, 'finalResult', ARGV[3], 'failureReason', ARGV[4],
@@ -165,6 +174,7 @@ return {1, version}
 # Cancel a job that has not finished: IN_PROGRESS or AGGREGATING -> CANCELLED, once.
 # KEYS[1] job hash  KEYS[2] events list  KEYS[3] status IN_PROGRESS  KEYS[4] status AGGREGATING
 # KEYS[5] status CANCELLED  KEYS[6] jobs:updated  KEYS[7] updatedClients  KEYS[8] clientTimes
+# KEYS[9] jobs:deadlines
 # ARGV[1] jobId  ARGV[2] reason  ARGV[3] now (epoch ms)  ARGV[4] now (ISO)  ARGV[5] key TTL ms
 # ARGV[6] history size  ARGV[7] events channel
 # Returns {outcome, status, version}: outcome 'cancelled' (this call did it), 'already' (it was
@@ -186,6 +196,7 @@ end
 redis.call('HSET', job, 'status', 'CANCELLED', 'failureReason', ARGV[2], 'completedAt', now, 'updatedAt', now)
 redis.call('ZREM', KEYS[3], job_id)
 redis.call('ZREM', KEYS[4], job_id)
+redis.call('ZREM', KEYS[9], job_id)
 redis.call('ZADD', KEYS[5], tonumber(current[2]), job_id)
 redis.call('ZADD', KEYS[6], now, job_id)
 local version = redis.call('HINCRBY', job, 'version', 1)
@@ -196,4 +207,72 @@ redis.call('LTRIM', events, -history, -1)
 redis.call('PUBLISH', channel, message)
 for _, key in ipairs({KEYS[1], KEYS[2], KEYS[7], KEYS[8]}) do redis.call('PEXPIRE', key, ttl) end
 return {'cancelled', 'CANCELLED', version}
+"""
+
+# Start an aggregation attempt: fences off every earlier attempt of the job.
+# KEYS[1] job hash  KEYS[2] updatedClients
+# ARGV[1] the worker taking it (for diagnostics)  ARGV[2] now (epoch ms)
+# Returns {0} when the job is not AGGREGATING (finished, cancelled, expired: nothing to do), else
+# {1, attempt, aggregatingAt, coordinatorTriggeredAt or '', aggregation backend or '', schema or '',
+#  client ids...}. A repeated call starts yet another attempt: only the newest may finish the job.
+START_ATTEMPT = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'aggregatingAt', 'coordinatorTriggeredAt', 'aggregation',
+  'schema')
+if current[1] ~= 'AGGREGATING' then
+  return {0}
+end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'attemptOwner', ARGV[1], 'attemptStartedAt', ARGV[2])
+local result = {1, attempt, current[2] or '0', current[3] or '', current[4] or '', current[5] or ''}
+for _, client in ipairs(redis.call('SMEMBERS', KEYS[2])) do table.insert(result, client) end
+return result
+"""
+
+# Record that the coordinator accepted the job, so a later attempt polls instead of triggering again.
+# KEYS[1] job hash  ARGV[1] attempt  ARGV[2] now (epoch ms)
+# Returns 1 when recorded, 0 when the attempt no longer owns the job. Safe to run twice.
+MARK_TRIGGERED = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if current[1] ~= 'AGGREGATING' or current[2] ~= ARGV[1] then
+  return 0
+end
+redis.call('HSETNX', KEYS[1], 'coordinatorTriggeredAt', ARGV[2])
+return 1
+"""
+
+# Fail a job still collecting clients when its collection deadline has passed.
+# KEYS[1] job hash  KEYS[2] events list  KEYS[3] status IN_PROGRESS  KEYS[4] status FAILED
+# KEYS[5] jobs:updated  KEYS[6] updatedClients  KEYS[7] clientTimes  KEYS[8] jobs:deadlines
+# ARGV[1] jobId  ARGV[2] reason prefix  ARGV[3] now (epoch ms)  ARGV[4] now (ISO)  ARGV[5] key TTL ms
+# ARGV[6] history size  ARGV[7] events channel
+# Returns {1, version} when this call failed the job, else {0, version} (not IN_PROGRESS any more, or
+# its deadline is later than now: then only the stale index entry is dropped).
+FAIL_OVERDUE_COLLECTION = """
+local job, events, job_id = KEYS[1], KEYS[2], ARGV[1]
+local now, at, ttl, history, channel = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local current = redis.call('HMGET', job, 'status', 'createdAt', 'version', 'deadlineAt', 'doneCount', 'totalClients')
+if current[1] ~= 'IN_PROGRESS' then
+  redis.call('ZREM', KEYS[8], job_id)
+  return {0, tonumber(current[3] or '0')}
+end
+if tonumber(current[4] or '0') > now then
+  return {0, tonumber(current[3])}
+end
+local reported = redis.call('SMEMBERS', KEYS[6])
+table.sort(reported)
+local reason = ARGV[2] .. ': ' .. current[5] .. ' of ' .. current[6] .. ' clients reported ('
+  .. table.concat(reported, ', ') .. '); ' .. (tonumber(current[6]) - tonumber(current[5])) .. ' never did'
+redis.call('HSET', job, 'status', 'FAILED', 'failureReason', reason, 'completedAt', now, 'updatedAt', now)
+redis.call('ZREM', KEYS[3], job_id)
+redis.call('ZREM', KEYS[8], job_id)
+redis.call('ZADD', KEYS[4], tonumber(current[2]), job_id)
+redis.call('ZADD', KEYS[5], now, job_id)
+local version = redis.call('HINCRBY', job, 'version', 1)
+local message = cjson.encode({type = 'job.failed', jobId = job_id, version = version, at = at, status = 'FAILED',
+  reason = reason, doneCount = tonumber(current[5]), totalClients = tonumber(current[6])})
+redis.call('RPUSH', events, message)
+redis.call('LTRIM', events, -history, -1)
+redis.call('PUBLISH', channel, message)
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6], KEYS[7]}) do redis.call('PEXPIRE', key, ttl) end
+return {1, version}
 """

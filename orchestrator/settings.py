@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from orchestrator.models import AGGREGATION_BACKENDS
+
 T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -49,6 +51,17 @@ class Settings:
     ws_snapshot_jobs: int = 1000
     pubsub_ping_seconds: float = 5.0
     pubsub_liveness_seconds: float = 15.0
+    # Aggregation.
+    smpc_coordinator_url: str | None = None
+    aggregation_backend: str = "none"
+    aggregation_timeout_seconds: float = 1800.0
+    collection_timeout_seconds: int = 86400
+    aggregation_workers: int = 8
+    aggregation_claim_idle_seconds: float = 60.0
+    aggregation_sweep_seconds: float = 5.0
+    smpc_poll_interval_seconds: float = 0.5
+    smpc_poll_max_interval_seconds: float = 5.0
+    smpc_request_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -60,7 +73,78 @@ class Settings:
             host = env.get("REDIS_HOST") or "localhost"
             port = _parse(env, "REDIS_PORT", 6379, int, lambda v: 1 <= v <= 65535, "an integer 1-65535")
             redis_url = f"redis://{host}:{port}/0"
+        smpc_url = env.get("SMPC_COORDINATOR_URL") or None
+        if smpc_url is None and env.get("COORDINATOR_HOST"):
+            # The original's settings.
+            coordinator_port = _parse(env, "COORDINATOR_PORT", 80, int, lambda v: 1 <= v <= 65535, "an integer 1-65535")
+            smpc_url = f"http://{env['COORDINATOR_HOST']}:{coordinator_port}"
         settings = cls(
+            smpc_coordinator_url=smpc_url.rstrip("/") if smpc_url else None,
+            aggregation_backend=env.get("AGGREGATION_BACKEND") or ("smpc" if smpc_url else "none"),
+            aggregation_timeout_seconds=_parse(
+                env,
+                "AGGREGATION_TIMEOUT",
+                default.aggregation_timeout_seconds,
+                float,
+                lambda v: 1 <= v <= 7 * 86400,
+                "seconds, 1-604800",
+            ),
+            collection_timeout_seconds=_parse(
+                env,
+                "COLLECTION_TIMEOUT",
+                default.collection_timeout_seconds,
+                int,
+                lambda v: 1 <= v <= 30 * 86400,
+                "seconds, 1-2592000",
+            ),
+            aggregation_workers=_parse(
+                env,
+                "AGGREGATION_WORKERS",
+                default.aggregation_workers,
+                int,
+                lambda v: 0 <= v <= 1000,
+                "an integer 0-1000",
+            ),
+            aggregation_claim_idle_seconds=_parse(
+                env,
+                "AGGREGATION_CLAIM_IDLE",
+                default.aggregation_claim_idle_seconds,
+                float,
+                lambda v: 1 <= v <= 3600,
+                "seconds, 1-3600",
+            ),
+            aggregation_sweep_seconds=_parse(
+                env,
+                "AGGREGATION_SWEEP_SECONDS",
+                default.aggregation_sweep_seconds,
+                float,
+                lambda v: 0.1 <= v <= 3600,
+                "seconds, 0.1-3600",
+            ),
+            smpc_poll_interval_seconds=_parse(
+                env,
+                "SMPC_POLL_INTERVAL",
+                default.smpc_poll_interval_seconds,
+                float,
+                lambda v: 0.01 <= v <= 600,
+                "seconds, 0.01-600",
+            ),
+            smpc_poll_max_interval_seconds=_parse(
+                env,
+                "SMPC_POLL_MAX_INTERVAL",
+                default.smpc_poll_max_interval_seconds,
+                float,
+                lambda v: 0.01 <= v <= 3600,
+                "seconds, 0.01-3600",
+            ),
+            smpc_request_timeout_seconds=_parse(
+                env,
+                "SMPC_REQUEST_TIMEOUT",
+                default.smpc_request_timeout_seconds,
+                float,
+                lambda v: 0.1 <= v <= 600,
+                "seconds, 0.1-600",
+            ),
             host=env.get("HOST", default.host),
             port=_parse(env, "PORT", default.port, int, lambda v: 1 <= v <= 65535, "an integer 1-65535"),
             redis_url=redis_url,
@@ -187,6 +271,17 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.aggregation_backend not in AGGREGATION_BACKENDS:
+            raise SettingsError(
+                f"AGGREGATION_BACKEND: must be one of {', '.join(sorted(AGGREGATION_BACKENDS))}, "
+                f"got {self.aggregation_backend!r}"
+            )
+        if self.aggregation_backend == "smpc" and not self.smpc_coordinator_url:
+            raise SettingsError("AGGREGATION_BACKEND: smpc needs SMPC_COORDINATOR_URL")
+        if self.smpc_coordinator_url and urlsplit(self.smpc_coordinator_url).scheme not in {"http", "https"}:
+            raise SettingsError(
+                f"SMPC_COORDINATOR_URL: must be an http:// or https:// URL, got {self.smpc_coordinator_url!r}"
+            )
         if self.pubsub_liveness_seconds <= self.pubsub_ping_seconds:
             raise SettingsError("PUBSUB_LIVENESS_SECONDS: must be longer than PUBSUB_PING_SECONDS")
         if self.redis_url is not None:
@@ -229,7 +324,17 @@ class Settings:
             "access_log": self.access_log,
             "ws_allowed_origins": list(self.ws_allowed_origins) or "same-origin",
             "ws_max_connections": self.ws_max_connections,
+            "aggregation_backend": self.aggregation_backend,
+            "smpc_coordinator": _without_credentials(self.smpc_coordinator_url) if self.smpc_coordinator_url else None,
+            "aggregation_workers": self.aggregation_workers,
+            "aggregation_timeout_seconds": self.aggregation_timeout_seconds,
         }
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 def _parse_origins(raw: str) -> tuple[str, ...]:

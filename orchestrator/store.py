@@ -17,7 +17,7 @@ from orchestrator import scripts
 from orchestrator.errors import JobNotFound
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
-from orchestrator.models import Job, JobStatus, UpdateOutcome, UpdateRequest, UpdateResult, iso_ms
+from orchestrator.models import Attempt, Job, JobStatus, UpdateOutcome, UpdateRequest, UpdateResult, iso_ms
 
 # A Redis key lives this much longer than the job TTL, so the janitor (which announces the expiry)
 # normally gets there first.
@@ -45,19 +45,24 @@ class JobStore:
         metrics: Metrics,
         job_ttl_seconds: int,
         event_history: int,
+        collection_timeout_seconds: int = 86400,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.metrics = metrics
         self.job_ttl_ms = job_ttl_seconds * 1000
         self.history_size = event_history
+        self.collection_timeout_ms = collection_timeout_seconds * 1000
         self._update = redis.register_script(scripts.UPDATE)
         self._expire = redis.register_script(scripts.EXPIRE)
         self._finish = redis.register_script(scripts.FINISH)
         self._cancel = redis.register_script(scripts.CANCEL)
+        self._start_attempt = redis.register_script(scripts.START_ATTEMPT)
+        self._mark_triggered = redis.register_script(scripts.MARK_TRIGGERED)
+        self._fail_collection = redis.register_script(scripts.FAIL_OVERDUE_COLLECTION)
 
     @asynccontextmanager
-    async def _guard(self, operation: str) -> AsyncIterator[None]:
+    async def guard(self, operation: str) -> AsyncIterator[None]:
         """Measure a Redis operation and turn unreachability into StoreUnavailable. The client's own
         timeouts (connections.create_redis) bound it in time: an asyncio.timeout here would cost as
         much as a sixth of an update's CPU."""
@@ -77,13 +82,13 @@ class JobStore:
         return [ms, iso_ms(ms) or "", self.job_ttl_ms + _KEY_TTL_GRACE_MS, self.history_size, self.keys.events_channel]
 
     async def ping(self) -> None:
-        async with self._guard("ping"):
+        async with self.guard("ping"):
             await self.redis.ping()
 
     async def record_update(self, req: UpdateRequest) -> UpdateResult:
         """Count one client's completion; create the job on its first update. One Redis round trip."""
         k = self.keys
-        async with self._guard("update"):
+        async with self.guard("update"):
             raw = await self._update(
                 keys=[
                     *k.job_keys(req.job_id),
@@ -92,6 +97,7 @@ class JobStore:
                     k.jobs_by_status(JobStatus.IN_PROGRESS),
                     k.jobs_by_status(JobStatus.AGGREGATING),
                     k.aggregation_queue,
+                    k.jobs_by_deadline,
                 ],
                 args=[
                     req.job_id,
@@ -99,6 +105,8 @@ class JobStore:
                     req.total_clients,
                     req.schema_json or "",
                     *self._change_args(),
+                    req.deadline_ms if req.deadline_ms is not None else now_ms() + self.collection_timeout_ms,
+                    req.aggregation or "",
                 ],
             )
         outcome, created, triggered, status, done, total, version, conflict = raw
@@ -114,15 +122,24 @@ class JobStore:
         )
 
     async def finish_job(
-        self, job_id: str, status: JobStatus, *, result: Any = None, reason: str = ""
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        result: Any = None,
+        reason: str = "",
+        attempt: int | None = None,
+        aggregating_since: int | None = None,
     ) -> tuple[bool, int]:
         """Move an AGGREGATING job to COMPLETED (with its result) or FAILED (with a reason), announcing
-        it; returns (whether this call did it, the job's version). Safe to call twice."""
+        it; returns (whether this call did it, the job's version). Safe to call twice. With ``attempt``,
+        only if that aggregation attempt still owns the job (fencing off a worker whose claim was taken
+        over); with ``aggregating_since``, only if it has been aggregating since then or earlier."""
         if status not in (JobStatus.COMPLETED, JobStatus.FAILED):
             raise ValueError(f"a job finishes as COMPLETED or FAILED, not {status.value}")
         k = self.keys
         result_json = "" if result is None else json.dumps(result, separators=(",", ":"), allow_nan=False)
-        async with self._guard("finish"):
+        async with self.guard("finish"):
             done, version = await self._finish(
                 keys=[
                     k.job(job_id),
@@ -139,6 +156,8 @@ class JobStore:
                     result_json,
                     reason,
                     *self._change_args(),
+                    "" if attempt is None else attempt,
+                    "" if aggregating_since is None else aggregating_since,
                 ],
             )
         return bool(done), int(version)
@@ -147,7 +166,7 @@ class JobStore:
         """Cancel a job that has not finished, announcing it; returns (outcome, status, version) with
         outcome 'cancelled', 'already', 'finished' (refused) or 'missing'. Safe to call twice."""
         k = self.keys
-        async with self._guard("cancel"):
+        async with self.guard("cancel"):
             outcome, status, version = await self._cancel(
                 keys=[
                     k.job(job_id),
@@ -158,6 +177,7 @@ class JobStore:
                     k.jobs_by_updated,
                     k.updated_clients(job_id),
                     k.client_times(job_id),
+                    k.jobs_by_deadline,
                 ],
                 args=[
                     job_id,
@@ -167,9 +187,74 @@ class JobStore:
             )
         return str(outcome), JobStatus(status) if status else None, int(version)
 
+    async def start_attempt(self, job_id: str, worker: str) -> Attempt | None:
+        """Take the job's aggregation over (a new attempt, fencing off the earlier ones), or None when
+        the job is no longer AGGREGATING."""
+        async with self.guard("start_attempt"):
+            raw = await self._start_attempt(
+                keys=[self.keys.job(job_id), self.keys.updated_clients(job_id)], args=[worker, now_ms()]
+            )
+        if not raw or not int(raw[0]):
+            return None
+        _, number, aggregating_at, triggered, backend, schema, *clients = raw
+        return Attempt(
+            job_id=job_id,
+            number=int(number),
+            aggregating_at_ms=int(aggregating_at),
+            triggered=bool(triggered),
+            backend=backend or None,
+            schema=json.loads(schema) if schema else None,
+            clients=sorted(clients),
+        )
+
+    async def mark_triggered(self, attempt: Attempt) -> bool:
+        """Record that the coordinator has the job; False if the attempt no longer owns it."""
+        async with self.guard("mark_triggered"):
+            done = await self._mark_triggered(keys=[self.keys.job(attempt.job_id)], args=[attempt.number, now_ms()])
+        return bool(done)
+
+    async def overdue_collections(self, *, now: int | None = None, limit: int = 500) -> list[str]:
+        """Jobs still collecting clients whose collection deadline has passed."""
+        ms = now_ms() if now is None else now
+        async with self.guard("overdue"):
+            return cast(
+                list[str], await self.redis.zrangebyscore(self.keys.jobs_by_deadline, "-inf", ms, start=0, num=limit)
+            )
+
+    async def fail_overdue_collection(self, job_id: str) -> bool:
+        """Fail a job whose collection deadline passed, naming the clients that reported."""
+        k = self.keys
+        async with self.guard("fail_overdue"):
+            done, _ = await self._fail_collection(
+                keys=[
+                    k.job(job_id),
+                    k.events(job_id),
+                    k.jobs_by_status(JobStatus.IN_PROGRESS),
+                    k.jobs_by_status(JobStatus.FAILED),
+                    k.jobs_by_updated,
+                    k.updated_clients(job_id),
+                    k.client_times(job_id),
+                    k.jobs_by_deadline,
+                ],
+                args=[job_id, "Collection deadline passed", *self._change_args()],
+            )
+        return bool(done)
+
+    async def aggregating_since(self, *, limit: int = 1000) -> dict[str, int]:
+        """The AGGREGATING jobs (up to ``limit``) with the time each started aggregating (epoch ms)."""
+        async with self.guard("aggregating"):
+            ids = cast(
+                list[str], await self.redis.zrange(self.keys.jobs_by_status(JobStatus.AGGREGATING), 0, limit - 1)
+            )
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hget(self.keys.job(job_id), "aggregatingAt")
+                times = await pipe.execute()
+        return {job_id: int(t) for job_id, t in zip(ids, times, strict=True) if t}
+
     async def get_job(self, job_id: str) -> Job:
         """The job with its clients and the time each reported; JobNotFound if there is none."""
-        async with self._guard("get_job"), self.redis.pipeline(transaction=True) as pipe:
+        async with self.guard("get_job"), self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.job(job_id))
             pipe.hgetall(self.keys.client_times(job_id))
             raw, times = await pipe.execute()
@@ -183,7 +268,7 @@ class JobStore:
         """Jobs newest first, ``limit`` at a time; the cursor is (createdAt ms, jobId) of the last one seen."""
         index = self.keys.jobs_by_status(status) if status else self.keys.jobs_by_created
         picked: list[tuple[str, int]] = []
-        async with self._guard("list_jobs"):
+        async with self.guard("list_jobs"):
             max_score: str = str(cursor[0]) if cursor else "+inf"
             offset = 0
             while len(picked) <= limit:
@@ -212,7 +297,7 @@ class JobStore:
         return jobs, next_cursor
 
     async def count_by_status(self) -> dict[JobStatus, int]:
-        async with self._guard("count_by_status"), self.redis.pipeline(transaction=False) as pipe:
+        async with self.guard("count_by_status"), self.redis.pipeline(transaction=False) as pipe:
             for status in JobStatus:
                 pipe.zcard(self.keys.jobs_by_status(status))
             counts = await pipe.execute()
@@ -223,18 +308,19 @@ class JobStore:
         ms = now_ms() if now is None else now
         cutoff = ms - self.job_ttl_ms
         expired: list[str] = []
-        async with self._guard("expire"):
+        async with self.guard("expire"):
             stale = cast(
                 list[str],
                 await self.redis.zrangebyscore(self.keys.jobs_by_updated, "-inf", cutoff, start=0, num=_EXPIRE_BATCH),
             )
         for job_id in stale:
-            async with self._guard("expire"):
+            async with self.guard("expire"):
                 done = await self._expire(
                     keys=[
                         *self.keys.job_keys(job_id),
                         self.keys.jobs_by_created,
                         self.keys.jobs_by_updated,
+                        self.keys.jobs_by_deadline,
                         *self.keys.status_indexes(),
                     ],
                     args=[job_id, cutoff, iso_ms(ms) or "", self.keys.events_channel],
@@ -246,7 +332,7 @@ class JobStore:
     async def events_since(self, job_id: str, since: int) -> list[tuple[int, str]] | None:
         """The job's events after version ``since`` as (version, JSON text), oldest first; None when
         the retained history no longer reaches back that far (the caller then needs a snapshot)."""
-        async with self._guard("events"), self.redis.pipeline(transaction=True) as pipe:
+        async with self.guard("events"), self.redis.pipeline(transaction=True) as pipe:
             pipe.hget(self.keys.job(job_id), "version")
             pipe.lrange(self.keys.events(job_id), 0, -1)
             current, raw = await pipe.execute()
@@ -266,6 +352,6 @@ class JobStore:
 
     async def event_history(self, job_id: str) -> list[dict[str, Any]]:
         """The job's retained events, oldest first."""
-        async with self._guard("events"):
+        async with self.guard("events"):
             raw = await self.redis.lrange(self.keys.events(job_id), 0, -1)
         return [json.loads(item) for item in raw]

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.errors import ValidationError
-from orchestrator.models import DATA_TYPES, JobStatus, UpdateRequest
+from orchestrator.models import AGGREGATION_BACKENDS, DATA_TYPES, JobStatus, UpdateRequest
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_TOTAL_CLIENTS = 100_000
 MAX_SCHEMA_FEATURES = 10_000
 MAX_NAME_LENGTH = 256
 MAX_PAGE = 500
+MAX_DEADLINE_SECONDS = 30 * 86400
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -36,13 +40,69 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def parse_update(data: dict[str, Any]) -> UpdateRequest:
+def parse_update(data: dict[str, Any], *, now_ms: int | None = None) -> UpdateRequest:
     job_id = parse_id(data, "jobId")
     client_id = parse_id(data, "clientId")
     total = _parse_total(data)
     schema = data.get("schema")
     schema_json = None if schema is None else canonical_schema(schema)
-    return UpdateRequest(job_id=job_id, client_id=client_id, total_clients=total, schema_json=schema_json)
+    return UpdateRequest(
+        job_id=job_id,
+        client_id=client_id,
+        total_clients=total,
+        schema_json=schema_json,
+        deadline_ms=_parse_deadline(data.get("deadline"), now_ms if now_ms is not None else int(time.time() * 1000)),
+        aggregation=_parse_aggregation(data.get("aggregation")),
+    )
+
+
+def _parse_deadline(value: Any, now_ms: int) -> int | None:
+    """``deadline``: an ISO 8601 time (UTC when it names no zone) or a number of seconds from now."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValidationError(
+            "'deadline' must be an ISO 8601 time or a number of seconds from now",
+            code="invalid_field",
+            field="deadline",
+        )
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(
+                f"'deadline' is not an ISO 8601 time: {_short(value)}", code="invalid_field", field="deadline"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        deadline = int(when.timestamp() * 1000)
+    else:
+        if not math.isfinite(value) or value <= 0 or value > MAX_DEADLINE_SECONDS:
+            raise ValidationError(
+                f"'deadline' in seconds must be between 0 and {MAX_DEADLINE_SECONDS}",
+                code="invalid_field",
+                field="deadline",
+            )
+        deadline = now_ms + int(value * 1000)
+    if deadline <= now_ms:
+        raise ValidationError("'deadline' is in the past", code="invalid_field", field="deadline")
+    if deadline > now_ms + MAX_DEADLINE_SECONDS * 1000:
+        raise ValidationError(
+            f"'deadline' is more than {MAX_DEADLINE_SECONDS // 86400} days away", code="invalid_field", field="deadline"
+        )
+    return deadline
+
+
+def _parse_aggregation(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in AGGREGATION_BACKENDS:
+        raise ValidationError(
+            f"'aggregation' must be one of {', '.join(sorted(AGGREGATION_BACKENDS))}, got {_short(value)}",
+            code="invalid_field",
+            field="aggregation",
+        )
+    return str(value)
 
 
 def parse_id(data: dict[str, Any], name: str) -> str:

@@ -15,7 +15,7 @@ from orchestrator.openapi import OPENAPI
 from orchestrator.serializers import job_detail, job_summary, status_body
 from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
-from orchestrator.typedefs import METRICS, STORE
+from orchestrator.typedefs import METRICS, SETTINGS, STORE
 from orchestrator.validation import (
     ID_PATTERN,
     parse_cursor,
@@ -62,6 +62,12 @@ async def update(request: web.Request) -> web.Response:
     ):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {content_type or 'none'}")
     req = parse_update(parse_json_object(await request.read()))
+    if req.aggregation == "smpc" and not request.app[SETTINGS].smpc_coordinator_url:
+        raise ValidationError(
+            "This service has no SMPC coordinator configured (SMPC_COORDINATOR_URL)",
+            code="backend_unavailable",
+            field="aggregation",
+        )
     result = await request.app[STORE].record_update(req)
     request.app[METRICS].count_update(result.outcome.value)
     where = f"job {req.job_id}, client {req.client_id}"

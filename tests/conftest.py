@@ -69,7 +69,11 @@ async def real_redis(prefix: str) -> AsyncIterator[aioredis.Redis]:
 
 @pytest.fixture
 def settings(prefix: str, tmp_path: Path) -> Settings:
-    return Settings(key_prefix=prefix, log_dir=str(tmp_path / "logs"), janitor_interval_seconds=3600)
+    # No aggregation workers: these tests look at jobs as they reach AGGREGATING; the aggregation tests
+    # turn workers on.
+    return Settings(
+        key_prefix=prefix, log_dir=str(tmp_path / "logs"), janitor_interval_seconds=3600, aggregation_workers=0
+    )
 
 
 @pytest.fixture

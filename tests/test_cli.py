@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -48,8 +49,15 @@ async def test_serve_on_embedded_default_logs_in_the_original_format(tmp_path: P
             body = {"jobId": "test_123", "clientId": "client_1", "totalClients": 1}
             async with session.post(f"{service.base}/api/update", json=body) as resp:
                 assert resp.status == 200
-            async with session.get(f"{service.base}/api/job-status/test_123") as resp:
-                assert (await resp.json())["status"] == "AGGREGATING"
+            # The default backend is `none` (no coordinator configured): the job completes at once.
+            for _ in range(100):
+                async with session.get(f"{service.base}/api/job-status/test_123") as resp:
+                    status = await resp.json()
+                if status["status"] == "COMPLETED":
+                    break
+                await asyncio.sleep(0.05)
+            assert status["status"] == "COMPLETED"
+            assert status["jobInfo"]["finalResult"]["clientList"] == ["client_1"]
             async with session.post(
                 f"{service.base}/api/update", data=b"{", headers={"Content-Type": "application/json"}
             ) as resp:
@@ -64,6 +72,7 @@ async def test_serve_on_embedded_default_logs_in_the_original_format(tmp_path: P
     assert "[api] [computations-orchestrator] Job test_123 created (totalClients=1); Client client_1 done" in log
     assert "Client client_1 done for job test_123 (doneCount=1/1)" in log
     assert "Job test_123: all 1 clients done; moved to AGGREGATING" in log
+    assert "Job test_123 aggregated and COMPLETED in" in log
     assert re.search(r"\[access\] \[computations-orchestrator\] POST /api/update 200 \d+\.\dms", log)
     assert re.search(r"\[access\] \[computations-orchestrator\] POST /api/update 400 \d+\.\dms", log)
     assert "WARNING [access]" not in log

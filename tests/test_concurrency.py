@@ -21,7 +21,7 @@ pytestmark = pytest.mark.real_redis
 
 @pytest.fixture
 async def instances(real_redis: aioredis.Redis, prefix: str, tmp_path: Path) -> AsyncIterator[list[ServiceProcess]]:
-    env = {"REDIS_URL": REAL_REDIS_URL, "KEY_PREFIX": prefix, "ACCESS_LOG": "false"}
+    env = {"REDIS_URL": REAL_REDIS_URL, "KEY_PREFIX": prefix, "ACCESS_LOG": "false", "AGGREGATION_WORKERS": "0"}
     procs = [ServiceProcess(env, tmp_path / f"instance{i}") for i in range(2)]
     try:
         await asyncio.gather(*(p.ready("/readyz") for p in procs))

@@ -20,7 +20,9 @@ async def test_unix_socket_url(aiohttp_client: Callable[..., Any], tmp_path: Pat
     server = RedisServerProcess(tmp_path / "redis", "--unixsocket", str(socket_path), "--unixsocketperm", "700")
     server.start()
     try:
-        settings = Settings(redis_url=f"unix://{socket_path}?db=3", log_dir=str(tmp_path / "logs"))
+        settings = Settings(
+            redis_url=f"unix://{socket_path}?db=3", log_dir=str(tmp_path / "logs"), aggregation_workers=0
+        )
         client = await aiohttp_client(create_app(settings))
         resp = await client.post("/api/update", json={"jobId": "u", "clientId": "c", "totalClients": 1})
         assert resp.status == 200

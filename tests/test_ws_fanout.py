@@ -28,7 +28,7 @@ from tests.test_ws import receive
 async def test_socket_on_b_sees_every_event_of_updates_sent_to_a(
     real_redis: aioredis.Redis, prefix: str, tmp_path: Path
 ) -> None:
-    env = {"REDIS_URL": REAL_REDIS_URL, "KEY_PREFIX": prefix, "ACCESS_LOG": "false"}
+    env = {"REDIS_URL": REAL_REDIS_URL, "KEY_PREFIX": prefix, "ACCESS_LOG": "false", "AGGREGATION_WORKERS": "0"}
     a, b = ServiceProcess(env, tmp_path / "a"), ServiceProcess(env, tmp_path / "b")
     try:
         await asyncio.gather(a.ready("/readyz"), b.ready("/readyz"))

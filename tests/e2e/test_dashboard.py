@@ -67,7 +67,10 @@ async def test_live_progress_status_and_result(
     browser: Browser, aiohttp_client: Callable[..., Any], tmp_path: Path
 ) -> None:
     client = await aiohttp_client(
-        create_app(Settings(log_dir=str(tmp_path)), redis=embedded_redis(fakeredis.FakeServer(), Settings()))
+        create_app(
+            Settings(log_dir=str(tmp_path), aggregation_workers=0),
+            redis=embedded_redis(fakeredis.FakeServer(), Settings()),
+        )
     )
     base = str(client.make_url("")).rstrip("/")
     page, errors = await open_dashboard(browser, base)

@@ -1,0 +1,1 @@
+"""Aggregation: the durable work queue, the backends, and decoding the aggregate into statistics."""

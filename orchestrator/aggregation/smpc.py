@@ -1,0 +1,137 @@
+"""The MIP SMPC coordinator backend (DESIGN.md, "The SMPC coordinator").
+
+Trigger: POST {base}/api/secure-aggregation/job-id/{jobId} {"computationType": "sum", "clients": [...]}
+  200 queued, 409 already queued or running (so: poll), 400/404 refused (the job fails with the
+  coordinator's message), 411 and 5xx and connection errors retried with backoff.
+Poll: GET {base}/api/get-result/job-id/{jobId}: 204 unknown yet, 200 with status
+  IN_QUEUE/RUNNING/VALIDATING (keep polling), COMPLETED (computationOutput) or FAILED (message).
+Everything happens before the job's aggregation deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from orchestrator.aggregation.backends import Failed, Outcome, Vector
+from orchestrator.models import Attempt
+
+logger = logging.getLogger(__name__)
+
+_RETRY_STATUSES = frozenset({408, 411, 425, 429, 500, 502, 503, 504})
+
+
+class SmpcBackend:
+    name = "smpc"
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        request_timeout: float,
+        poll_interval: float,
+        max_poll_interval: float,
+    ) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.request_timeout = request_timeout
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+
+    async def aggregate(
+        self, attempt: Attempt, deadline: float, mark_triggered: Callable[[], Awaitable[bool]]
+    ) -> Outcome:
+        job = quote(attempt.job_id, safe="")
+        if not attempt.triggered:
+            refused = await self._trigger(job, attempt)
+            if refused is not None:
+                return refused
+            if not await mark_triggered():
+                return Failed("superseded by a newer aggregation attempt")
+        return await self._poll(job, attempt, deadline)
+
+    async def _trigger(self, job: str, attempt: Attempt) -> Failed | None:
+        url = f"{self.base_url}/api/secure-aggregation/job-id/{job}"
+        body = {"computationType": "sum", "clients": attempt.clients}
+        delay = self.poll_interval
+        while True:
+            try:
+                async with self.session.post(url, json=body, timeout=self._timeout()) as resp:
+                    if resp.status in (200, 201, 202):
+                        logger.info("Coordinator accepted job %s (%d clients)", attempt.job_id, len(attempt.clients))
+                        return None
+                    if resp.status == 409:
+                        logger.info("Coordinator already has job %s; polling for its result", attempt.job_id)
+                        return None
+                    message = await _message(resp)
+                    if resp.status not in _RETRY_STATUSES:
+                        return Failed(f"coordinator refused the job ({resp.status}): {message}")
+                    logger.warning(
+                        "Coordinator answered %d to job %s: %s; retrying", resp.status, attempt.job_id, message
+                    )
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                logger.warning(
+                    "Coordinator unreachable for job %s (%s); retrying", attempt.job_id, e or type(e).__name__
+                )
+            await asyncio.sleep(_jitter(delay))
+            delay = min(delay * 2, self.max_poll_interval)
+
+    async def _poll(self, job: str, attempt: Attempt, deadline: float) -> Outcome:
+        url = f"{self.base_url}/api/get-result/job-id/{job}"
+        delay = self.poll_interval
+        first = True
+        while True:
+            if not first:
+                await asyncio.sleep(min(_jitter(delay), max(deadline - time.time(), 0)))
+                delay = min(delay * 1.5, self.max_poll_interval)
+            first = False
+            try:
+                async with self.session.get(url, timeout=self._timeout()) as resp:
+                    if resp.status == 204:
+                        continue
+                    if resp.status != 200:
+                        logger.warning("Coordinator answered %d polling job %s", resp.status, attempt.job_id)
+                        continue
+                    data = await resp.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+                logger.warning("Polling job %s failed (%s); retrying", attempt.job_id, e or type(e).__name__)
+                continue
+            if not isinstance(data, dict):
+                logger.warning("Coordinator sent a non-object result for job %s", attempt.job_id)
+                continue
+            status = data.get("status")
+            if status == "COMPLETED":
+                output = data.get("computationOutput")
+                if not isinstance(output, list):
+                    return Failed("coordinator reported COMPLETED without a computationOutput list")
+                return Vector(output)
+            if status == "FAILED":
+                return Failed(f"coordinator reported the computation FAILED: {data.get('message') or 'no message'}")
+
+    def _timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=self.request_timeout)
+
+
+async def _message(resp: aiohttp.ClientResponse) -> str:
+    try:
+        data: Any = await resp.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        text = await resp.text(errors="replace")
+        return text[:300] or resp.reason or ""
+    if isinstance(data, dict):
+        for key in ("message", "error", "detail"):
+            if data.get(key):
+                return str(data[key])[:300]
+    return str(data)[:300]
+
+
+def _jitter(delay: float) -> float:
+    return delay * (0.75 + random.random() / 2)
