@@ -1,0 +1,201 @@
+"""Aggregation end to end, in process, against a fake SMPC coordinator on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+
+from orchestrator.app import create_app
+from orchestrator.settings import Settings
+from orchestrator.typedefs import STORE
+from tests.fake_coordinator import FakeCoordinator
+from tests.support import DETAILED_SCHEMA
+
+Client = TestClient[Any, Any]
+OUTPUT = [1000, 54, 240, 135.6, 90, 135, 180, 1000, 750, 900]
+
+
+@pytest.fixture
+def coordinator() -> FakeCoordinator:
+    return FakeCoordinator()
+
+
+@pytest.fixture
+def agg_client(
+    redis_client: aioredis.Redis,
+    settings: Settings,
+    coordinator: FakeCoordinator,
+    aiohttp_server: Callable[..., Any],
+    aiohttp_client: Callable[..., Any],
+) -> Callable[..., Any]:
+    async def make(**overrides: Any) -> Client:
+        server: TestServer = await aiohttp_server(coordinator.app())
+        options: dict[str, Any] = {
+            "smpc_coordinator_url": str(server.make_url("")).rstrip("/"),
+            "aggregation_backend": "smpc",
+            "aggregation_workers": 4,
+            "smpc_poll_interval_seconds": 0.05,
+            "smpc_poll_max_interval_seconds": 0.2,
+            "smpc_request_timeout_seconds": 1.0,
+            "aggregation_sweep_seconds": 0.2,
+            **overrides,
+        }
+        return await aiohttp_client(create_app(settings.with_overrides(**options), redis=redis_client))  # type: ignore[no-any-return]
+
+    return make
+
+
+async def report_all(client: Client, job: str, clients: int, **extra: Any) -> None:
+    for i in range(clients):
+        body = {"jobId": job, "clientId": f"c{i}", "totalClients": clients, "schema": DETAILED_SCHEMA, **extra}
+        resp = await client.post("/api/update", json=body)
+        assert resp.status == 200, await resp.text()
+
+
+async def final_status(client: Client, job: str, within: float = 10.0) -> dict[str, Any]:
+    for _ in range(int(within / 0.05)):
+        status = await (await client.get(f"/api/job-status/{job}")).json()
+        if status["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+            return status  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job} did not finish: {status}")
+
+
+async def test_smpc_happy_path(agg_client: Callable[..., Any], coordinator: FakeCoordinator) -> None:
+    client = await agg_client()
+    coordinator.outputs["happy"] = OUTPUT
+    await report_all(client, "happy", 3)
+    status = await final_status(client, "happy")
+    assert status["status"] == "COMPLETED", status
+    assert status["message"] == "Job happy is completed."
+    features = {f["featureName"]: f for f in status["aggregatedResults"]}
+    assert features["isActive"]["percentage"] == 75.0
+    assert features["age"]["sumOfAvg"] == 135.6
+    assert status["metadata"]["totalFeatures"] == 3
+    assert status["metadata"]["totalClients"] == 3
+    assert status["metadata"]["aggregation"] == "smpc"
+    assert coordinator.triggers["happy"] == 1
+    assert coordinator.trigger_bodies["happy"] == [{"computationType": "sum", "clients": ["c0", "c1", "c2"]}]
+    events = await client.app[STORE].event_history("happy")
+    assert [e["type"] for e in events].count("job.completed") == 1
+    assert events[-1]["finalResult"]["aggregatedResults"] == status["aggregatedResults"]
+
+
+async def test_job_id_is_url_encoded(agg_client: Callable[..., Any], coordinator: FakeCoordinator) -> None:
+    client = await agg_client()
+    coordinator.outputs["a:b.c"] = OUTPUT
+    await report_all(client, "a:b.c", 1)
+    assert (await final_status(client, "a:b.c"))["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("triggers", "polls", "expected"),
+    [
+        ([(409, {"message": "already running"})], [], "COMPLETED"),
+        ([(503, None), (500, {"message": "boom"}), (411, None)], [], "COMPLETED"),
+        ([], [(204, None), (204, None), (200, {"status": "RUNNING"}), (500, None)], "COMPLETED"),
+        ([(400, {"message": "invalid clients"})], [], "FAILED:coordinator refused the job (400): invalid clients"),
+        ([(404, {"message": "client c2 not connected"})], [], "FAILED:(404): client c2 not connected"),
+        ([], [(200, {"status": "FAILED", "message": "node crashed"})], "FAILED:computation FAILED: node crashed"),
+        ([], [(200, {"status": "COMPLETED", "computationOutput": [1, 2]})], "FAILED:the aggregate has 2 values"),
+        ([], [(200, {"status": "COMPLETED"})], "FAILED:without a computationOutput"),
+    ],
+)
+async def test_coordinator_answers(
+    agg_client: Callable[..., Any], coordinator: FakeCoordinator, triggers: list[Any], polls: list[Any], expected: str
+) -> None:
+    client = await agg_client()
+    coordinator.outputs["j"] = OUTPUT
+    coordinator.trigger_replies = list(triggers)
+    if polls:
+        coordinator.poll_replies["j"] = (
+            [*polls, (200, {"status": "COMPLETED", "computationOutput": OUTPUT})]
+            if expected == "COMPLETED"
+            else list(polls)
+        )
+    await report_all(client, "j", 3)
+    status = await final_status(client, "j")
+    state, _, reason = expected.partition(":")
+    assert status["status"] == state, status
+    if reason:
+        assert reason in status["failureReason"]
+        events = await client.app[STORE].event_history("j")
+        assert events[-1]["type"] == "job.failed" and reason in events[-1]["reason"]
+    assert coordinator.triggers["j"] <= 1
+
+
+async def test_a_coordinator_that_never_answers_fails_the_job_in_time(
+    agg_client: Callable[..., Any], coordinator: FakeCoordinator
+) -> None:
+    coordinator.hang = True
+    client = await agg_client(aggregation_timeout_seconds=1.5, smpc_request_timeout_seconds=0.3)
+    await report_all(client, "silent", 2)
+    status = await final_status(client, "silent", within=6)
+    assert status["status"] == "FAILED"
+    assert status["failureReason"] == "aggregation did not finish within 1.5 s of the trigger"
+
+
+async def test_none_backend_per_job(agg_client: Callable[..., Any], coordinator: FakeCoordinator) -> None:
+    client = await agg_client()
+    await report_all(client, "coord-only", 2, aggregation="none")
+    status = await final_status(client, "coord-only")
+    assert status["status"] == "COMPLETED"
+    assert status["jobInfo"]["finalResult"]["clientList"] == ["c0", "c1"]
+    assert status["metadata"]["aggregation"] == "none"
+    assert coordinator.triggers == {}
+
+
+async def test_collection_deadline_fails_with_the_missing_clients(agg_client: Callable[..., Any]) -> None:
+    client = await agg_client()
+    for cid in ("a", "b"):
+        resp = await client.post(
+            "/api/update", json={"jobId": "late", "clientId": cid, "totalClients": 4, "deadline": 0.5}
+        )
+        assert resp.status == 200
+    status = await final_status(client, "late", within=5)
+    assert status["status"] == "FAILED"
+    assert status["failureReason"] == "Collection deadline passed: 2 of 4 clients reported (a, b); 2 never did"
+    assert (await client.post("/api/update", json={"jobId": "late", "clientId": "c", "totalClients": 4})).status == 409
+
+
+async def test_cancel_during_aggregation(agg_client: Callable[..., Any], coordinator: FakeCoordinator) -> None:
+    coordinator.hold = asyncio.Event()
+    coordinator.outputs["cx"] = OUTPUT
+    client = await agg_client()
+    await report_all(client, "cx", 2)
+    await asyncio.wait_for(coordinator.triggered.wait(), 5)
+    assert (await client.post("/api/jobs/cx/cancel", json={"reason": "stop"})).status == 200
+    coordinator.hold.set()
+    await asyncio.sleep(0.5)
+    status = await (await client.get("/api/job-status/cx")).json()
+    assert (status["status"], status["failureReason"]) == ("CANCELLED", "stop")
+    events = await client.app[STORE].event_history("cx")
+    assert "job.completed" not in [e["type"] for e in events]
+
+
+async def test_sweeper_fails_what_no_worker_holds(agg_client: Callable[..., Any]) -> None:
+    client = await agg_client(aggregation_workers=0, aggregation_timeout_seconds=1.0)
+    await report_all(client, "orphan", 1)
+    status = await final_status(client, "orphan", within=5)
+    assert status["status"] == "FAILED"
+    assert "did not finish within 1 s" in status["failureReason"]
+
+
+async def test_bad_deadline_and_backend_are_400(agg_client: Callable[..., Any], client: Client) -> None:
+    for body, code in [
+        ({"deadline": "yesterday"}, "invalid_field"),
+        ({"deadline": "2001-01-01T00:00:00Z"}, "invalid_field"),
+        ({"deadline": -5}, "invalid_field"),
+        ({"deadline": 1e12}, "invalid_field"),
+        ({"deadline": True}, "invalid_field"),
+        ({"aggregation": "magic"}, "invalid_field"),
+        ({"aggregation": "smpc"}, "backend_unavailable"),  # `client` has no coordinator configured
+    ]:
+        resp = await client.post("/api/update", json={"jobId": "d", "clientId": "c", "totalClients": 2, **body})
+        assert resp.status == 400, body
+        assert (await resp.json())["error"]["code"] == code, body

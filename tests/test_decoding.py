@@ -1,0 +1,102 @@
+"""Decoding the aggregate into per-feature statistics (DESIGN.md, Decoding)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from orchestrator.aggregation.decoding import DecodingError, decode
+from tests.support import DETAILED_SCHEMA, SHORT_SCHEMA
+
+# Three clients' sums: age (7 fields), isActive (2 fields), department (1 field).
+OUTPUT = [1000, 54, 240, 135.6, 90, 135, 180, 1000, 750, 900]
+
+
+def test_real_clients_schema() -> None:
+    age, active, department = decode(DETAILED_SCHEMA, OUTPUT, clients=3)
+    assert age == {
+        "featureName": "age",
+        "dataType": "NUMERIC",
+        "aggregatedNotNull": 1000,
+        "sumOfMin": 54,
+        "sumOfMax": 240,
+        "sumOfAvg": 135.6,
+        "sumOfQ1": 90,
+        "sumOfQ2": 135,
+        "sumOfQ3": 180,
+        "meanOfClientAverages": pytest.approx(45.2),
+    }
+    assert active == {
+        "featureName": "isActive",
+        "dataType": "BOOLEAN",
+        "aggregatedNotNull": 1000,
+        "aggregatedTrue": 750,
+        "aggregatedFalse": 250,
+        "percentage": 75.0,
+    }
+    assert department == {"featureName": "department", "dataType": "NOMINAL", "aggregatedNotNull": 900}
+
+
+def test_numeric_strings_and_short_schema() -> None:
+    strings = [str(v) for v in OUTPUT[:9]]
+    age, active = decode(SHORT_SCHEMA, strings, clients=2)
+    assert age["aggregatedNotNull"] == 1000 and age["sumOfAvg"] == 135.6
+    assert active["percentage"] == 75.0
+    assert decode([{"name": "b", "dataType": "BOOLEAN"}], ["3", "1"], clients=1)[0]["percentage"] == 33.33
+
+
+def test_three_field_nominal_and_categories() -> None:
+    schema = [
+        {
+            "featureName": "dept",
+            "dataType": "NOMINAL",
+            "offset": 0,
+            "length": 3,
+            "fields": ["numOfNotNull", "numOfDistinct", "mode"],
+        },
+        {"name": "colour", "dataType": "CATEGORICAL", "categories": ["red", "green", "blue"]},
+    ]
+    dept, colour = decode(schema, [10, 4, 2, 20, 10, 6, 4], clients=2)
+    assert dept == {
+        "featureName": "dept",
+        "dataType": "NOMINAL",
+        "aggregatedNotNull": 10,
+        "sumOfNumOfDistinct": 4,
+        "sumOfMode": 2,
+    }
+    assert colour["categoryCounts"] == {"red": 10, "green": 6, "blue": 4}
+    assert colour["categoryShares"] == {"red": 50.0, "green": 30.0, "blue": 20.0}
+
+
+def test_secure_sum_numeric_layout() -> None:
+    schema = [{"name": "x", "dataType": "NUMERIC", "fields": ["count", "sum", "sumOfSquares"]}]
+    # values 1, 2, 3, 4
+    (x,) = decode(schema, [4, 10, 30], clients=2)
+    assert (x["count"], x["sum"], x["mean"]) == (4, 10, 2.5)
+    assert x["variance"] == pytest.approx(5 / 3)
+    assert x["std"] == pytest.approx(math.sqrt(5 / 3))
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        (OUTPUT[:-1], "has 9 values; the schema describes 10"),
+        ([*OUTPUT, 1], "has 11 values; the schema describes 10"),
+        ([*OUTPUT[:-1], "many"], "value 9 is not a number"),
+        ([*OUTPUT[:-1], float("nan")], "value 9 is not finite"),
+        ([*OUTPUT[:-1], "inf"], "value 9 is not finite"),
+        ([*OUTPUT[:-1], True], "value 9 is a boolean"),
+        ([*OUTPUT[:-1], None], "value 9 is not a number"),
+        ([*OUTPUT[:-1], [1]], "value 9 is not a number"),
+    ],
+)
+def test_malformed_outputs_fail_cleanly(output: list[Any], message: str) -> None:
+    with pytest.raises(DecodingError, match=message):
+        decode(DETAILED_SCHEMA, output, clients=3)
+
+
+def test_not_a_list() -> None:
+    with pytest.raises(DecodingError, match="not a list"):
+        decode(DETAILED_SCHEMA, {"a": 1}, clients=3)  # type: ignore[arg-type]
