@@ -1,0 +1,165 @@
+"""Aggregation benchmark: from the last client's update to `job.completed` on a WebSocket.
+
+Starts a fake SMPC coordinator that answers at once (in this process, on loopback) and
+`orchestrator serve` on a real Redis (DB 9, flushed before and after, its own KEY_PREFIX), follows
+/ws, and measures:
+  1. latency: JOBS jobs one after the other; for each, the time from the HTTP response to the last
+     client's update to the receipt of the job's `job.completed` event (p50/p99);
+  2. throughput: CONCURRENT jobs whose last updates are all sent at once: all must complete, with
+     exactly one coordinator trigger per job.
+
+    python bench/aggregation.py                       # 300 jobs for latency, 1,000 at once
+    python bench/aggregation.py --jobs 100 --concurrent 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import redis
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = [{"name": "active", "dataType": "BOOLEAN"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def run(args: argparse.Namespace) -> None:
+    triggers: Counter[str] = Counter()
+
+    async def trigger(request: web.Request) -> web.Response:
+        triggers[request.match_info["jobId"]] += 1
+        return web.json_response({"message": "queued"})
+
+    async def result(request: web.Request) -> web.Response:
+        job = request.match_info["jobId"]
+        return web.json_response({"jobId": job, "status": "COMPLETED", "computationOutput": [2, 1]})
+
+    coordinator = web.Application()
+    coordinator.router.add_post("/api/secure-aggregation/job-id/{jobId}", trigger)
+    coordinator.router.add_get("/api/get-result/job-id/{jobId}", result)
+    runner = web.AppRunner(coordinator, access_log=None)
+    await runner.setup()
+    coordinator_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", coordinator_port).start()
+
+    redis.Redis.from_url(args.redis_url).flushdb()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "REDIS_URL": args.redis_url,
+        "KEY_PREFIX": "bench:agg:",
+        "PORT": str(port),
+        "LOG_DIR": tempfile.mkdtemp(prefix="agg-logs-"),
+        "LOG_LEVEL": "WARNING",
+        "SMPC_COORDINATOR_URL": f"http://127.0.0.1:{coordinator_port}",
+    }
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "orchestrator", "serve", env=env, cwd=REPO, stderr=asyncio.subprocess.DEVNULL
+    )
+    completed: dict[str, float] = {}
+    arrived = asyncio.Event()
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"{base}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+            ws = await session.ws_connect(f"{base}/ws")
+            await ws.receive()  # snapshot
+
+            async def follow() -> None:
+                async for message in ws:
+                    event = json.loads(message.data)
+                    if event.get("type") == "job.completed":
+                        completed[event["jobId"]] = time.perf_counter()
+                        arrived.set()
+
+            follower = asyncio.create_task(follow())
+
+            async def update(job: str, client: str) -> float:
+                body = {"jobId": job, "clientId": client, "totalClients": 2, "schema": SCHEMA}
+                async with session.post(f"{base}/api/update", json=body) as resp:
+                    assert resp.status == 200, await resp.text()
+                return time.perf_counter()
+
+            # 1. latency, one job at a time
+            lags = []
+            for n in range(args.jobs):
+                job = f"lat-{n}"
+                await update(job, "a")
+                sent = await update(job, "b")
+                while job not in completed:
+                    arrived.clear()
+                    await asyncio.wait_for(arrived.wait(), 10)
+                lags.append((completed[job] - sent) * 1000)
+
+            # 2. many at once
+            jobs = [f"many-{n}" for n in range(args.concurrent)]
+            await asyncio.gather(*(update(job, "a") for job in jobs))
+            started = time.perf_counter()
+            await asyncio.gather(*(update(job, "b") for job in jobs))
+            deadline = time.monotonic() + 120
+            while not all(job in completed for job in jobs) and time.monotonic() < deadline:
+                arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), 1)
+            elapsed = time.perf_counter() - started
+            follower.cancel()
+            await ws.close()
+    finally:
+        server.terminate()
+        await server.wait()
+        await runner.cleanup()
+        redis.Redis.from_url(args.redis_url).flushdb()
+
+    done = sum(1 for job in jobs if job in completed)
+    many_triggers = sum(triggers[job] for job in jobs)
+    print("\nAggregation with a coordinator that answers at once (server on one process, real Redis)")
+    print(f"latency, last update -> job.completed on /ws, {args.jobs} jobs one at a time:")
+    print(
+        f"  p50 {percentile(lags, 50):.1f} ms  p99 {percentile(lags, 99):.1f} ms  max {max(lags):.1f} ms  (target: p99 < 50 ms)"
+    )
+    print(
+        f"{args.concurrent} jobs at once: {done} completed in {elapsed:.2f} s, {many_triggers} coordinator triggers "
+        f"(target: all complete, exactly {args.concurrent} triggers); "
+        f"jobs triggered more than once: {sum(1 for j in jobs if triggers[j] > 1)}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--concurrent", type=int, default=1000)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="a DB this benchmark may flush")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
