@@ -41,6 +41,7 @@ def create_floor_app(settings: Settings) -> web.Application:
         keys.jobs_by_status(JobStatus.IN_PROGRESS),
         keys.jobs_by_status(JobStatus.AGGREGATING),
         keys.aggregation_queue,
+        keys.jobs_by_deadline,
     ]
     state: dict[str, object] = {}
 
@@ -58,7 +59,7 @@ def create_floor_app(settings: Settings) -> web.Application:
         schema = data.get("schema")
         ms = int(time.time() * 1000)
         raw = await state["update"](  # type: ignore[operator]
-            keys=[*keys.job_keys(job_id), *fixed_keys],
+            keys=[*keys.job_keys(job_id), *fixed_keys, keys.tombstone(job_id)],
             args=[
                 job_id,
                 client_id,
@@ -69,6 +70,8 @@ def create_floor_app(settings: Settings) -> web.Application:
                 ttl_ms,
                 settings.event_history,
                 keys.events_channel,
+                ms + settings.collection_timeout_seconds * 1000,
+                "",
             ],
         )
         outcome, _created, _triggered, status, done, total, version, _conflict = raw

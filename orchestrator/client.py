@@ -131,11 +131,19 @@ class OrchestratorClient:
     async def wait_for_completion(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the documented API
         """Wait until the job is COMPLETED, FAILED or CANCELLED and return its status; TimeoutError after
         ``timeout`` seconds. Follows events instead of polling."""
+        seen = False
         async with asyncio.timeout(timeout):
             async for event in self.watch(job_id):
-                status = event.get("status")
-                if event.get("type") == "snapshot":
+                kind, status = event.get("type"), event.get("status")
+                if kind == "snapshot":
                     status = (event.get("job") or {}).get("status")
+                    if event.get("job") is None and seen:
+                        kind = "job.expired"
+                    seen = seen or event.get("job") is not None
+                else:
+                    seen = True
+                if kind == "job.expired":
+                    raise JobNotFoundError(404, "job_not_found", f"job {job_id} expired before it finished")
                 if status in FINAL_STATUSES:
                     return await self.status(job_id)
         raise AssertionError("watch() does not end")  # pragma: no cover

@@ -91,6 +91,7 @@ class EventHub:
         self._wanted = asyncio.Event()
         self.connected = asyncio.Event()
         self.session = 0
+        self._reconnected = False
         self.reconnects = 0
         self.delivered = 0
 
@@ -164,6 +165,11 @@ class EventHub:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
+                await self._confirmed(pubsub)
+                # redis-py may reconnect and re-subscribe inside get_message() (its retry policy), never
+                # raising: whatever was published meanwhile is lost, so treat that as a new session too.
+                assert pubsub.connection is not None
+                pubsub.connection.register_connect_callback(self._on_reconnect)
                 if self.session:
                     self.reconnects += 1
                 self._start_session()
@@ -173,13 +179,36 @@ class EventHub:
                 if self.connected.is_set():
                     logger.warning("Event listener lost Redis (%s: %s); reconnecting", e.__class__.__name__, e)
                 self.connected.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
+                await _pause(stop, backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            except Exception:
+                # Anything else (a message that is not UTF-8, say) must not end fan-out for good.
+                logger.exception("Event listener failed; restarting it")
+                self.connected.clear()
+                await _pause(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
             finally:
                 self.connected.clear()
+                # The connection goes back to the pool: it must not report its reconnects to us any more.
+                if pubsub.connection is not None:
+                    pubsub.connection.deregister_connect_callback(self._on_reconnect)
+                self._reconnected = False
                 with contextlib.suppress(*UNAVAILABLE_ERRORS, RedisError):
                     await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
+
+    async def _confirmed(self, pubsub: aioredis.client.PubSub) -> None:
+        """Wait for Redis to confirm the subscription: until then, publications may not reach us."""
+        deadline = time.monotonic() + self.liveness_timeout
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is not None and message["type"] == "subscribe":
+                return
+            if message is not None and message["type"] == "message":
+                self.dispatch(message["data"])
+        raise _Unresponsive("Redis did not confirm the subscription")
+
+    def _on_reconnect(self, connection: Any) -> None:
+        self._reconnected = True
 
     async def _listen(self, pubsub: aioredis.client.PubSub, stop: asyncio.Event) -> None:
         """Dispatch messages until stopped, or until nobody has subscribed for ``linger`` seconds."""
@@ -187,6 +216,11 @@ class EventHub:
         while not stop.is_set():
             # A finite timeout: the default of 0 busy-loops.
             message = await pubsub.get_message(timeout=min(1.0, self.ping_interval))
+            if self._reconnected:
+                self._reconnected = False
+                self.reconnects += 1
+                logger.warning("Event listener's connection was re-established by the client; re-syncing")
+                self._start_session()
             now = time.monotonic()
             if message is not None:
                 last_heard = now
@@ -204,6 +238,11 @@ class EventHub:
                 last_ping = now
             if now - last_heard > self.liveness_timeout:
                 raise _Unresponsive(f"no answer from Redis for {now - last_heard:.1f}s")
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:

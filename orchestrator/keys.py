@@ -31,6 +31,10 @@ class Keys:
         """List: the job's most recent events, oldest first, bounded."""
         return f"{self.prefix}job:{{{job_id}}}:events"
 
+    def tombstone(self, job_id: str) -> str:
+        """String: the last version of an expired job, so a new job of the same id carries on from it."""
+        return f"{self.prefix}job:{{{job_id}}}:tomb"
+
     def job_keys(self, job_id: str) -> list[str]:
         return [self.job(job_id), self.updated_clients(job_id), self.client_times(job_id), self.events(job_id)]
 

@@ -67,11 +67,12 @@ class RotatingFile:
         self.size = self.stream.tell()
 
     def write(self, text: str) -> None:
-        if self.max_bytes and self.size and self.size + len(text) > self.max_bytes:
+        size = len(text.encode("utf-8", "replace"))
+        if self.max_bytes and self.size and self.size + size > self.max_bytes:
             self.rotate()
         self.stream.write(text)
         self.stream.flush()
-        self.size += len(text)
+        self.size += size
 
     def rotate(self) -> None:
         self.stream.close()
@@ -102,37 +103,54 @@ class BufferedSink(logging.Handler):
         self.file = file
         self.max_lines = max_lines
         self.lines: list[str] = []
+        self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._flusher = threading.Thread(
             target=self._flush_periodically, args=(interval,), name="log-flush", daemon=True
         )
         self._flusher.start()
 
-    def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Not Handler.handle: it would hold the lock across emit(), and writing here must not.
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.lines.append(self.format(record))
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
-        if len(self.lines) >= self.max_lines or record.levelno >= logging.WARNING:
+        with self.lock:  # type: ignore[union-attr]
+            self.lines.append(line)
+            full = len(self.lines) >= self.max_lines
+        if full or record.levelno >= logging.ERROR:
             self._write()
 
     def append(self, line: str) -> None:
         """Buffer an already formatted line (the access log's fast path)."""
         with self.lock:  # type: ignore[union-attr]
             self.lines.append(line)
-            if len(self.lines) >= self.max_lines:
-                self._write()
-
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+            full = len(self.lines) >= self.max_lines
+        if full:
             self._write()
 
+    def flush(self) -> None:
+        self._write()
+
     def _write(self) -> None:
-        if not self.lines:
-            return
-        text = "\n".join(self.lines) + "\n"
-        self.lines.clear()
+        # Batches are written one at a time, in order, outside the lock the loop appends under: a
+        # slow stderr stalls the flusher thread, not the requests that log.
+        with self._write_lock:
+            with self.lock:  # type: ignore[union-attr]
+                if not self.lines:
+                    return
+                lines, self.lines = self.lines, []
+            self._write_text("\n".join(lines) + "\n")
+
+    def _write_text(self, text: str) -> None:
         for sink in (self.stderr, self.file):
             if sink is None:
                 continue

@@ -9,12 +9,17 @@ from __future__ import annotations
 # Shared prelude. ``emit`` bumps the job's version, appends the event to the bounded per-job history
 # and publishes it, so what is stored and what is broadcast cannot disagree.
 #   needs: job (hash key), events (list key), job_id, at (ISO time), history (max events), channel
+#   suffix: optional raw JSON members ('"finalResult":{...}') spliced into the event as given: a cjson
+#   round trip would round the numbers of a result.
 _EMIT = """
-local function emit(job, events, job_id, at, history, channel, kind, extra)
+local function emit(job, events, job_id, at, history, channel, kind, extra, suffix)
   local version = redis.call('HINCRBY', job, 'version', 1)
   local event = {type = kind, jobId = job_id, version = version, at = at}
   for k, v in pairs(extra) do event[k] = v end
   local message = cjson.encode(event)
+  if suffix then
+    message = string.sub(message, 1, -2) .. ',' .. suffix .. '}'
+  end
   redis.call('RPUSH', events, message)
   redis.call('LTRIM', events, -history, -1)
   redis.call('PUBLISH', channel, message)
@@ -26,6 +31,8 @@ end
 # KEYS[1] job hash   KEYS[2] updatedClients set   KEYS[3] clientTimes hash ('<ms>:<ordinal>')  KEYS[4] events list
 # KEYS[5] jobs:created      KEYS[6] jobs:updated         KEYS[7] status IN_PROGRESS KEYS[8] status AGGREGATING
 # KEYS[9] aggregation queue stream   KEYS[10] jobs:deadlines (collection deadlines of IN_PROGRESS jobs)
+# KEYS[11] the job's tombstone (the last version of an expired job of the same id: a new job carries on
+#          from it, so listeners that saw the old one see a gapless sequence)
 # ARGV[1] jobId  ARGV[2] clientId  ARGV[3] totalClients  ARGV[4] canonical schema JSON or ''
 # ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
 # ARGV[10] collection deadline (epoch ms)  ARGV[11] aggregation backend asked for ('' for the default)
@@ -45,15 +52,17 @@ local created = 0
 
 local current = redis.call('HMGET', job, 'totalClients', 'schema', 'status', 'doneCount', 'version', 'createdAt')
 if not current[1] then
+  local base = tonumber(redis.call('GET', KEYS[11]) or '0')
+  redis.call('DEL', KEYS[11])
   redis.call('HSET', job, 'jobId', job_id, 'totalClients', total, 'doneCount', 0, 'schema', schema,
-    'finalResult', '', 'status', 'IN_PROGRESS', 'createdAt', now, 'updatedAt', now, 'version', 0,
+    'finalResult', '', 'status', 'IN_PROGRESS', 'createdAt', now, 'updatedAt', now, 'version', base,
     'deadlineAt', ARGV[10], 'aggregation', ARGV[11])
   redis.call('ZADD', KEYS[5], now, job_id)
   redis.call('ZADD', KEYS[7], now, job_id)
   redis.call('ZADD', KEYS[10], tonumber(ARGV[10]), job_id)
   emit(job, events, job_id, at, history, channel, 'job.created', {totalClients = total, status = 'IN_PROGRESS'})
   created = 1
-  current = {tostring(total), schema, 'IN_PROGRESS', '0', '1', tostring(now)}
+  current = {tostring(total), schema, 'IN_PROGRESS', '0', tostring(base + 1), tostring(now)}
 else
   local stored_total = tonumber(current[1])
   if stored_total ~= total then
@@ -101,10 +110,10 @@ return {'recorded', created, triggered, status, done, total, version, ''}
 )
 
 # Expire one job whose last change is older than its TTL.
-# KEYS[1] job hash  KEYS[2] updatedClients  KEYS[3] clientTimes  KEYS[4] events
-# KEYS[5] jobs:created  KEYS[6] jobs:updated  KEYS[7..] one status index per JobStatus
+# KEYS[1] job hash  KEYS[2] updatedClients  KEYS[3] clientTimes  KEYS[4] events  KEYS[5] the job's tombstone
+# KEYS[6..] jobs:created, jobs:updated, jobs:deadlines and one status index per JobStatus
 # ARGV[1] jobId  ARGV[2] cutoff (epoch ms: expire only if updatedAt <= cutoff)  ARGV[3] now (ISO)
-# ARGV[4] events channel
+# ARGV[4] events channel  ARGV[5] how long the tombstone is kept (ms)
 # Returns 1 when this call expired the job, 0 when it was already gone or has changed since.
 # The job's keys also carry a Redis TTL a little longer than the job TTL, as a backstop for a
 # deployment where no replica runs the janitor; then only the index entries remain, removed here.
@@ -114,13 +123,14 @@ local updated = redis.call('HGET', job, 'updatedAt')
 if updated and tonumber(updated) > tonumber(ARGV[2]) then
   return 0
 end
-for i = 5, #KEYS do redis.call('ZREM', KEYS[i], job_id) end
+for i = 6, #KEYS do redis.call('ZREM', KEYS[i], job_id) end
 if not updated then
   return 0
 end
 local version = redis.call('HINCRBY', job, 'version', 1)
 local status = redis.call('HGET', job, 'status')
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('SET', KEYS[5], version, 'PX', tonumber(ARGV[5]))
 redis.call('PUBLISH', ARGV[4], cjson.encode({type = 'job.expired', jobId = job_id, version = version,
   at = ARGV[3], status = status}))
 return 1
@@ -137,7 +147,9 @@ return 1
 # finished, cancelled or unknown), or another attempt owns it, or it is not yet overdue: so a retried,
 # duplicated or stale call changes nothing.
 # The result JSON is spliced into the event text as given: a cjson round trip would round its numbers.
-FINISH = """
+FINISH = (
+    _EMIT
+    + """
 local job, events, job_id, outcome = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
 local current = redis.call('HMGET', job, 'status', 'createdAt', 'version', 'attempt', 'aggregatingAt')
@@ -150,26 +162,18 @@ redis.call('HSET', job, 'status', outcome, 'finalResult', ARGV[3], 'failureReaso
 redis.call('ZREM', KEYS[3], job_id)
 redis.call('ZADD', KEYS[4], tonumber(current[2]), job_id)
 redis.call('ZADD', KEYS[5], now, job_id)
-local version = redis.call('HINCRBY', job, 'version', 1)
-local event = {jobId = job_id, version = version, at = at, status = outcome}
-local message
+local version
 if outcome == 'COMPLETED' then
-  event.type = 'job.completed'
-  message = cjson.encode(event)
-  if ARGV[3] ~= '' then
-    message = string.sub(message, 1, -2) .. ',"finalResult":' .. ARGV[3] .. '}'
-  end
+  local suffix = nil
+  if ARGV[3] ~= '' then suffix = '"finalResult":' .. ARGV[3] end
+  version = emit(job, events, job_id, at, history, channel, 'job.completed', {status = outcome}, suffix)
 else
-  event.type = 'job.failed'
-  event.reason = ARGV[4]
-  message = cjson.encode(event)
+  version = emit(job, events, job_id, at, history, channel, 'job.failed', {status = outcome, reason = ARGV[4]})
 end
-redis.call('RPUSH', events, message)
-redis.call('LTRIM', events, -history, -1)
-redis.call('PUBLISH', channel, message)
 for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6], KEYS[7]}) do redis.call('PEXPIRE', key, ttl) end
 return {1, version}
 """
+)
 
 # Cancel a job that has not finished: IN_PROGRESS or AGGREGATING -> CANCELLED, once.
 # KEYS[1] job hash  KEYS[2] events list  KEYS[3] status IN_PROGRESS  KEYS[4] status AGGREGATING
@@ -180,7 +184,9 @@ return {1, version}
 # Returns {outcome, status, version}: outcome 'cancelled' (this call did it), 'already' (it was
 # cancelled before: nothing changes), 'finished' (COMPLETED or FAILED: refused) or 'missing'.
 # An aggregation already queued for the job finds it CANCELLED and finishes nothing (FINISH checks).
-CANCEL = """
+CANCEL = (
+    _EMIT
+    + """
 local job, events, job_id = KEYS[1], KEYS[2], ARGV[1]
 local now, at, ttl, history, channel = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local current = redis.call('HMGET', job, 'status', 'createdAt', 'version')
@@ -199,15 +205,12 @@ redis.call('ZREM', KEYS[4], job_id)
 redis.call('ZREM', KEYS[9], job_id)
 redis.call('ZADD', KEYS[5], tonumber(current[2]), job_id)
 redis.call('ZADD', KEYS[6], now, job_id)
-local version = redis.call('HINCRBY', job, 'version', 1)
-local message = cjson.encode({type = 'job.cancelled', jobId = job_id, version = version, at = at,
-  status = 'CANCELLED', previousStatus = current[1], reason = ARGV[2]})
-redis.call('RPUSH', events, message)
-redis.call('LTRIM', events, -history, -1)
-redis.call('PUBLISH', channel, message)
+local version = emit(job, events, job_id, at, history, channel, 'job.cancelled',
+  {status = 'CANCELLED', previousStatus = current[1], reason = ARGV[2]})
 for _, key in ipairs({KEYS[1], KEYS[2], KEYS[7], KEYS[8]}) do redis.call('PEXPIRE', key, ttl) end
 return {'cancelled', 'CANCELLED', version}
 """
+)
 
 # Start an aggregation attempt: fences off every earlier attempt of the job.
 # KEYS[1] job hash  KEYS[2] updatedClients
@@ -247,7 +250,9 @@ return 1
 # ARGV[6] history size  ARGV[7] events channel
 # Returns {1, version} when this call failed the job, else {0, version} (not IN_PROGRESS any more, or
 # its deadline is later than now: then only the stale index entry is dropped).
-FAIL_OVERDUE_COLLECTION = """
+FAIL_OVERDUE_COLLECTION = (
+    _EMIT
+    + """
 local job, events, job_id = KEYS[1], KEYS[2], ARGV[1]
 local now, at, ttl, history, channel = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local current = redis.call('HMGET', job, 'status', 'createdAt', 'version', 'deadlineAt', 'doneCount', 'totalClients')
@@ -267,12 +272,9 @@ redis.call('ZREM', KEYS[3], job_id)
 redis.call('ZREM', KEYS[8], job_id)
 redis.call('ZADD', KEYS[4], tonumber(current[2]), job_id)
 redis.call('ZADD', KEYS[5], now, job_id)
-local version = redis.call('HINCRBY', job, 'version', 1)
-local message = cjson.encode({type = 'job.failed', jobId = job_id, version = version, at = at, status = 'FAILED',
-  reason = reason, doneCount = tonumber(current[5]), totalClients = tonumber(current[6])})
-redis.call('RPUSH', events, message)
-redis.call('LTRIM', events, -history, -1)
-redis.call('PUBLISH', channel, message)
+local version = emit(job, events, job_id, at, history, channel, 'job.failed',
+  {status = 'FAILED', reason = reason, doneCount = tonumber(current[5]), totalClients = tonumber(current[6])})
 for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6], KEYS[7]}) do redis.call('PEXPIRE', key, ttl) end
 return {1, version}
 """
+)

@@ -98,6 +98,7 @@ class JobStore:
                     k.jobs_by_status(JobStatus.AGGREGATING),
                     k.aggregation_queue,
                     k.jobs_by_deadline,
+                    k.tombstone(req.job_id),
                 ],
                 args=[
                     req.job_id,
@@ -291,8 +292,9 @@ class JobStore:
                 for job_id, _ in page:
                     pipe.hgetall(self.keys.job(job_id))
                 raws: list[dict[str, str]] = await pipe.execute()
-        # An expired job may linger in an index until the janitor passes: leave it out.
-        jobs = [Job.from_redis(raw) for raw in raws if raw]
+        # An expired job may linger in an index until the janitor passes, and a job whose keys a Redis TTL
+        # removed may have come back under the same id in another status: leave both out.
+        jobs = [job for job in (Job.from_redis(raw) for raw in raws if raw) if status is None or job.status is status]
         next_cursor = (page[-1][1], page[-1][0]) if more and page else None
         return jobs, next_cursor
 
@@ -303,8 +305,9 @@ class JobStore:
             counts = await pipe.execute()
         return dict(zip(JobStatus, (int(c) for c in counts), strict=True))
 
-    async def expire_stale(self, *, now: int | None = None) -> list[str]:
-        """Expire the jobs unchanged for longer than the TTL, announcing each; returns their ids."""
+    async def expire_stale(self, *, now: int | None = None) -> tuple[list[str], bool]:
+        """Expire (a batch of) the jobs unchanged for longer than the TTL, announcing each; returns their
+        ids and whether more may be waiting."""
         ms = now_ms() if now is None else now
         cutoff = ms - self.job_ttl_ms
         expired: list[str] = []
@@ -318,16 +321,17 @@ class JobStore:
                 done = await self._expire(
                     keys=[
                         *self.keys.job_keys(job_id),
+                        self.keys.tombstone(job_id),
                         self.keys.jobs_by_created,
                         self.keys.jobs_by_updated,
                         self.keys.jobs_by_deadline,
                         *self.keys.status_indexes(),
                     ],
-                    args=[job_id, cutoff, iso_ms(ms) or "", self.keys.events_channel],
+                    args=[job_id, cutoff, iso_ms(ms) or "", self.keys.events_channel, self.job_ttl_ms],
                 )
             if done:
                 expired.append(job_id)
-        return expired
+        return expired, len(stale) == _EXPIRE_BATCH
 
     async def events_since(self, job_id: str, since: int) -> list[tuple[int, str]] | None:
         """The job's events after version ``since`` as (version, JSON text), oldest first; None when

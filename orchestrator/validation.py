@@ -26,7 +26,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ValidationError("Request body is empty; a JSON object is required", code="invalid_json")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise ValidationError("Request body is not valid UTF-8", code="invalid_json") from None
     except json.JSONDecodeError as e:
@@ -38,6 +38,23 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError(f"Request body must be a JSON object, got {_kind(data)}", code="invalid_body")
     return data
+
+
+def _refuse_constant(name: str) -> Any:
+    # json.loads accepts NaN and Infinity, which are not JSON: stored, they would make every later
+    # response (and the dashboard's parser) choke.
+    raise ValidationError(f"Malformed JSON: {name} is not a JSON value", code="invalid_json")
+
+
+def encodable(text: str, field: str) -> str:
+    """``text`` if it can be stored (UTF-8); a lone surrogate escape ("\\ud800") cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"'{field}' contains an unpaired surrogate escape", code="invalid_field", field=field
+        ) from None
+    return text
 
 
 def parse_update(data: dict[str, Any], *, now_ms: int | None = None) -> UpdateRequest:
@@ -200,7 +217,7 @@ def canonical_schema(schema: Any) -> str:
                 code="invalid_schema",
                 field="schema",
             )
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return encodable(json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False), "schema")
 
 
 def _feature_name(feature: dict[str, Any], where: str) -> str:

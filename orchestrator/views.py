@@ -18,6 +18,7 @@ from orchestrator.store import StoreUnavailable
 from orchestrator.typedefs import METRICS, SETTINGS, STORE
 from orchestrator.validation import (
     ID_PATTERN,
+    encodable,
     parse_cursor,
     parse_json_object,
     parse_limit,
@@ -166,7 +167,7 @@ async def cancel_job(request: web.Request) -> web.Response:
             raise ValidationError(
                 "'reason' must be a string of at most 500 characters", code="invalid_field", field="reason"
             )
-        reason = given or reason
+        reason = encodable(given, "reason") if given else reason
     outcome, status, version = await request.app[STORE].cancel_job(job_id, reason)
     if outcome == "missing":
         raise JobNotFound(job_id)
@@ -179,7 +180,7 @@ async def cancel_job(request: web.Request) -> web.Response:
             status=status.value,
         )
     if outcome == "cancelled":
-        logger.info("Job %s cancelled: %s", job_id, reason)
+        logger.info("Job %s cancelled: %r", job_id, reason)
     return web.json_response(
         {"jobId": job_id, "status": "CANCELLED", "alreadyCancelled": outcome == "already", "version": version}
     )

@@ -266,6 +266,11 @@ class AllFeed:
                 continue
             assert isinstance(item, Event)
             previous = self.last.get(item.job_id)
+            if previous is None and item.type != "job.created":
+                # A job this socket knows nothing of (older than its snapshot): send the job itself,
+                # an event alone would leave the client guessing its counts and times.
+                await self.send_job(ws, item.job_id, item.version)
+                continue
             if previous is not None and item.version <= previous:
                 continue
             if previous is not None and item.version > previous + 1:
@@ -282,8 +287,11 @@ class AllFeed:
                 await ws.text(raw)
                 self._seen(job_id, version)
             return
+        await self.send_job(ws, job_id, previous)
+
+    async def send_job(self, ws: Outbox, job_id: str, fallback_version: int) -> None:
         job = await _retrying(ws, self.store.find_job, job_id)
-        version = job.version if job else previous
+        version = job.version if job else fallback_version
         message = {"type": "job.snapshot", "jobId": job_id, "version": version, "at": iso_ms(now_ms())}
         await ws.json({**message, "job": job_summary(job) if job else None})
         self._seen(job_id, version)

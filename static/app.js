@@ -155,7 +155,8 @@ function onAllMessage(message) {
       jobs.delete(message.jobId);
       schedule(message.jobId);
     }
-  } else if (message.jobId) {
+  } else if (message.jobId && (jobs.has(message.jobId) || message.type === "job.created")) {
+    // The server sends a job.snapshot for a job this page does not know; an event alone never makes a row.
     applyEvent(message);
   }
 }
@@ -181,6 +182,12 @@ function select(jobId) {
 
 function onDetailMessage(jobId, message) {
   if (jobId !== selected) return;
+  if (message.type === "job.expired") {
+    // Gone: show it as such, and never put its row back from here.
+    detailJob = null;
+    renderDetail(null, jobId);
+    return;
+  }
   if (message.type === "snapshot") {
     detailJob = message.job ? { ...message.job } : null;
     if (detailJob) detailJob.version = message.version;

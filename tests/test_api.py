@@ -212,7 +212,7 @@ async def test_cancel_refusals(client: Client) -> None:
     assert resp.status == 409
     assert (await resp.json())["error"]["code"] == "job_finished"
     await post_update(client, jobId="agg", clientId="a", totalClients=1)
-    for bad in (b"{", b'{"reason": 5}', b"[1]"):
+    for bad in (b"{", b'{"reason": 5}', b"[1]", b'{"reason": "\\udc00x"}', b'{"reason": NaN}'):
         resp = await client.post("/api/jobs/agg/cancel", data=bad, headers={"Content-Type": "application/json"})
         assert resp.status == 400
     assert (await (await client.get("/api/jobs/agg")).json())["status"] == "AGGREGATING"

@@ -59,6 +59,29 @@ CASES: list[tuple[str, bytes, str, int, str]] = [
         b'{"jobId": "j", "clientId": "c", "totalClients": NaN}',
         "application/json",
         400,
+        "invalid_json",
+    ),
+    (
+        "NaN hidden in the schema",
+        b'{"jobId": "j", "clientId": "c", "totalClients": 2, "schema": [{"name": "x", "dataType": "NUMERIC", '
+        b'"e": NaN}]}',
+        "application/json",
+        400,
+        "invalid_json",
+    ),
+    (
+        "Infinity",
+        b'{"jobId": "j", "clientId": "c", "totalClients": 2, "schema": [{"name": "x", "dataType": "BOOLEAN", '
+        b'"n": -Infinity}]}',
+        "application/json",
+        400,
+        "invalid_json",
+    ),
+    (
+        "lone surrogate in the schema",
+        b'{"jobId": "j", "clientId": "c", "totalClients": 2, "schema": [{"name": "\\ud800", "dataType": "NUMERIC"}]}',
+        "application/json",
+        400,
         "invalid_field",
     ),
     ("schema not a list", body(schema={"name": "age"}), "application/json", 400, "invalid_schema"),

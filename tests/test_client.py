@@ -149,3 +149,14 @@ async def test_cli_update_and_watch(tmp_path: Path) -> None:
             await watch.wait()
     finally:
         service.stop()
+
+
+async def test_wait_for_completion_on_a_job_that_expires(client: Client) -> None:
+    await client.post("/api/update", json={"jobId": "gone", "clientId": "a", "totalClients": 2})
+    async with OrchestratorClient(base_of(client)) as api:
+        waiting = asyncio.create_task(api.wait_for_completion("gone", timeout=10))
+        await asyncio.sleep(0.2)
+        store = client.app[STORE]
+        assert (await store.expire_stale(now=store.job_ttl_ms + 10**13))[0] == ["gone"]
+        with pytest.raises(JobNotFoundError, match="expired"):
+            await waiting

@@ -137,7 +137,7 @@ async def test_janitor_expires_stale_jobs_once(store: JobStore, redis_client: ai
     await pubsub.subscribe(store.keys.events_channel)
     await pubsub.get_message(timeout=1)
     results = await asyncio.gather(store.expire_stale(now=later), store.expire_stale(now=later))
-    assert sorted(results, key=len) == [[], ["old"]]
+    assert sorted((ids for ids, _ in results), key=len) == [[], ["old"]]
     assert not await redis_client.exists(*store.keys.job_keys("old"))
     jobs, _ = await store.list_jobs(status=None, limit=10, cursor=None)
     assert [j.job_id for j in jobs] == ["new"]
@@ -192,3 +192,16 @@ async def test_fail_with_reason(store: JobStore) -> None:
     assert (job.status, job.failure_reason, job.final_result) == (JobStatus.FAILED, "coordinator said no", None)
     history = await store.event_history("g")
     assert history[-1]["type"] == "job.failed" and history[-1]["reason"] == "coordinator said no"
+
+
+async def test_a_job_id_reused_after_expiry_carries_on_its_versions(store: JobStore) -> None:
+    await store.record_update(req("again", "a"))
+    later = now_ms() + 3600_000 + 1
+    assert await store.expire_stale(now=later) == (["again"], False)  # job.expired is version 3
+    reborn = await store.record_update(req("again", "b"))
+    assert (reborn.created, reborn.version) == (True, 5)  # job.created 4, client.done 5
+    history = await store.event_history("again")
+    assert [(e["type"], e["version"]) for e in history] == [("job.created", 4), ("client.done", 5)]
+    # A listener that saw the old job up to version 3 is told of exactly what it missed.
+    assert [v for v, _ in await store.events_since("again", 3) or []] == [4, 5]
+    assert await store.events_since("again", 1) is None  # the old job's events are gone: snapshot

@@ -168,3 +168,20 @@ async def test_shutdown_closes_sockets_with_1001(client: Client) -> None:
     assert ws.close_code == 1001
     await ws.close()
     await asyncio.wait_for(closing, 10)
+
+
+async def test_all_jobs_socket_sends_a_job_it_did_not_know_whole(make_client: Callable[..., Any]) -> None:
+    client = await make_client(ws_snapshot_jobs=1)
+    await update(client, "older", "a")
+    await update(client, "newer", "a")
+    async with client.ws_connect("/ws") as ws:
+        assert [j["jobId"] for j in (await receive(ws))["jobs"]] == ["newer"]
+        await update(client, "older", "b")
+        message = await receive(ws)
+        assert (message["type"], message["jobId"], message["version"]) == ("job.snapshot", "older", 3)
+        assert (message["job"]["doneCount"], message["job"]["totalClients"]) == (2, 3)
+        await update(client, "older", "c")
+        assert [(m["type"], m["version"]) for m in [await receive(ws), await receive(ws)]] == [
+            ("client.done", 4),
+            ("job.aggregating", 5),
+        ]

@@ -206,3 +206,27 @@ async def test_hung_redis_is_noticed_by_the_listener(
     await asyncio.wait_for(hub.connected.wait(), 10)
     assert (await receive(ws))["type"] == "snapshot"  # re-synced after the listener came back
     await ws.close()
+
+
+@pytest.mark.real_redis
+async def test_a_connection_silently_re_established_by_the_client_still_resyncs(
+    aiohttp_client: Callable[..., Any], private_redis: RedisServerProcess, tmp_path: Path
+) -> None:
+    """redis-py's retry reconnects a dropped pub/sub connection inside get_message() without raising;
+    what was published meanwhile is lost, so the sockets must be re-synced all the same."""
+    settings = Settings(redis_url=private_redis.url, log_dir=str(tmp_path / "logs"), aggregation_workers=0)
+    client = await aiohttp_client(create_app(settings))
+    await client.post("/api/update", json={"jobId": "blip", "clientId": "a", "totalClients": 3})
+    async with client.ws_connect("/ws/jobs/blip") as ws:
+        assert (await receive(ws))["version"] == 2
+        admin = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+        try:
+            async with admin.pipeline(transaction=True) as pipe:
+                # Drop the listener and change the job in one step, so the change is never heard.
+                pipe.client_kill_filter(_type="pubsub")
+                pipe.hincrby("job:{blip}", "version", 1)
+                await pipe.execute()
+        finally:
+            await admin.aclose()
+        snapshot = await receive(ws, within=10)
+        assert (snapshot["type"], snapshot["version"]) == ("snapshot", 3)
