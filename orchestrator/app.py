@@ -96,6 +96,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
                 request_timeout=settings.smpc_request_timeout_seconds,
                 poll_interval=settings.smpc_poll_interval_seconds,
                 max_poll_interval=settings.smpc_poll_max_interval_seconds,
+                callback_base=settings.public_base_url,
             )
         service = AggregationService(app[STORE], settings, backends, consumer_name())
         stop = asyncio.Event()

@@ -343,6 +343,43 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/smpc/callback/{jobId}": {
+            "post": {
+                "summary": "The SMPC coordinator pushing a job's result to the returnUrl it was given",
+                "parameters": [
+                    _JOB_ID_PARAM,
+                    {"name": "token", "in": "query", "required": True, "schema": {"type": "string"}},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["status"],
+                                "properties": {
+                                    "jobId": {"type": "string"},
+                                    "status": {"type": "string", "enum": ["COMPLETED", "FAILED"]},
+                                    "computationOutput": {"type": "array"},
+                                    "message": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"jobId": _ID, "received": {"type": "boolean"}}},
+                        "Kept; the job's worker finishes it.",
+                    ),
+                    "400": _ERROR,
+                    "403": _json(_ref("Error"), "Not the token given for this job."),
+                    "404": _ERROR,
+                    "409": _json(_ref("Error"), "The job is not aggregating (already finished)."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
         "/api/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document.")}}
         },

@@ -278,3 +278,30 @@ for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6], KEYS[7]}) do redis.call('PEXPIR
 return {1, version}
 """
 )
+
+# Keep the token the coordinator must present when it calls back with the result.
+# KEYS[1] job hash  ARGV[1] attempt  ARGV[2] token
+# Returns 1 when stored, 0 when the attempt no longer owns the job.
+SET_CALLBACK_TOKEN = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if current[1] ~= 'AGGREGATING' or current[2] ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'callbackToken', ARGV[2])
+return 1
+"""
+
+# Store what the coordinator pushed to our returnUrl, for the worker polling the job to pick up.
+# KEYS[1] job hash  ARGV[1] token  ARGV[2] the coordinator's result JSON
+# Returns 1 stored, 0 the job is not AGGREGATING (nothing to do), -1 the token is not the job's.
+STORE_CALLBACK = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'callbackToken')
+if current[1] ~= 'AGGREGATING' then
+  return 0
+end
+if not current[2] or current[2] ~= ARGV[1] then
+  return -1
+end
+redis.call('HSET', KEYS[1], 'coordinatorResult', ARGV[2])
+return 1
+"""

@@ -62,6 +62,9 @@ class Settings:
     smpc_poll_interval_seconds: float = 0.5
     smpc_poll_max_interval_seconds: float = 5.0
     smpc_request_timeout_seconds: float = 10.0
+    # This service's own base URL as the coordinator can reach it; when set, the coordinator is asked
+    # to push results to it (returnUrl) and polling becomes the fallback.
+    public_base_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -145,6 +148,7 @@ class Settings:
                 lambda v: 0.1 <= v <= 600,
                 "seconds, 0.1-600",
             ),
+            public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
             host=env.get("HOST", default.host),
             port=_parse(env, "PORT", default.port, int, lambda v: 1 <= v <= 65535, "an integer 1-65535"),
             redis_url=redis_url,
@@ -278,6 +282,8 @@ class Settings:
             )
         if self.aggregation_backend == "smpc" and not self.smpc_coordinator_url:
             raise SettingsError("AGGREGATION_BACKEND: smpc needs SMPC_COORDINATOR_URL")
+        if self.public_base_url and urlsplit(self.public_base_url).scheme not in {"http", "https"}:
+            raise SettingsError(f"PUBLIC_BASE_URL: must be an http:// or https:// URL, got {self.public_base_url!r}")
         if self.smpc_coordinator_url and urlsplit(self.smpc_coordinator_url).scheme not in {"http", "https"}:
             raise SettingsError(
                 f"SMPC_COORDINATOR_URL: must be an http:// or https:// URL, got {self.smpc_coordinator_url!r}"

@@ -60,6 +60,8 @@ class JobStore:
         self._start_attempt = redis.register_script(scripts.START_ATTEMPT)
         self._mark_triggered = redis.register_script(scripts.MARK_TRIGGERED)
         self._fail_collection = redis.register_script(scripts.FAIL_OVERDUE_COLLECTION)
+        self._set_callback_token = redis.register_script(scripts.SET_CALLBACK_TOKEN)
+        self._store_callback = redis.register_script(scripts.STORE_CALLBACK)
 
     @asynccontextmanager
     async def guard(self, operation: str) -> AsyncIterator[None]:
@@ -213,6 +215,25 @@ class JobStore:
         async with self.guard("mark_triggered"):
             done = await self._mark_triggered(keys=[self.keys.job(attempt.job_id)], args=[attempt.number, now_ms()])
         return bool(done)
+
+    async def set_callback_token(self, attempt: Attempt, token: str) -> bool:
+        async with self.guard("callback"):
+            done = await self._set_callback_token(keys=[self.keys.job(attempt.job_id)], args=[attempt.number, token])
+        return bool(done)
+
+    async def store_callback(self, job_id: str, token: str, result: dict[str, Any]) -> int:
+        """Keep a coordinator's pushed result: 1 stored, 0 the job is not aggregating, -1 wrong token."""
+        async with self.guard("callback"):
+            return int(
+                await self._store_callback(
+                    keys=[self.keys.job(job_id)], args=[token, json.dumps(result, allow_nan=False)]
+                )
+            )
+
+    async def callback_result(self, job_id: str) -> dict[str, Any] | None:
+        async with self.guard("callback"):
+            raw = await self.redis.hget(self.keys.job(job_id), "coordinatorResult")
+        return json.loads(raw) if raw else None
 
     async def overdue_collections(self, *, now: int | None = None, limit: int = 500) -> list[str]:
         """Jobs still collecting clients whose collection deadline has passed."""

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator import SERVICE_NAME, __version__
-from orchestrator.errors import Conflict, JobNotFound, UnsupportedMediaType, ValidationError
+from orchestrator.errors import ApiError, Conflict, JobNotFound, UnsupportedMediaType, ValidationError
 from orchestrator.logconfig import info_fast
 from orchestrator.models import UpdateOutcome
 from orchestrator.openapi import OPENAPI
@@ -184,6 +184,27 @@ async def cancel_job(request: web.Request) -> web.Response:
     return web.json_response(
         {"jobId": job_id, "status": "CANCELLED", "alreadyCancelled": outcome == "already", "version": version}
     )
+
+
+async def smpc_callback(request: web.Request) -> web.Response:
+    """The coordinator pushing a job's result (the returnUrl given when the job was triggered)."""
+    job_id = request.match_info["jobId"]
+    validate_id(job_id, "jobId")
+    token = request.query.get("token", "")
+    body = parse_json_object(await request.read())
+    if body.get("status") not in ("COMPLETED", "FAILED"):
+        raise ValidationError("'status' must be COMPLETED or FAILED", code="invalid_field", field="status")
+    stored = await request.app[STORE].store_callback(job_id, token, body)
+    if stored < 0:
+        raise ApiError("Not a valid callback token for this job", code="invalid_token", http_status=403)
+    if stored == 0:
+        raise (
+            JobNotFound(job_id)
+            if not await request.app[STORE].find_job(job_id)
+            else Conflict(f"Job {job_id} is not aggregating", code="job_not_aggregating", jobId=job_id)
+        )
+    logger.info("Coordinator pushed the result of job %s", job_id)
+    return web.json_response({"jobId": job_id, "received": True})
 
 
 async def dashboard(request: web.Request) -> web.FileResponse:

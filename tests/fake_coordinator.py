@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 Reply = tuple[int, Any]  # (status, JSON body or None)
@@ -30,6 +31,10 @@ class FakeCoordinator:
     trigger_bodies: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     polls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     triggered: asyncio.Event = field(default_factory=asyncio.Event)
+    # Push the result to the returnUrl a trigger carries (and answer polls with 204 meanwhile).
+    push: bool = False
+    pushed: list[tuple[str, int]] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -50,14 +55,25 @@ class FakeCoordinator:
             return _reply(status, body)
         self.triggers[job] += 1
         self.triggered.set()
+        body = self.trigger_bodies[job][-1]
+        if self.push and isinstance(body, dict) and body.get("returnUrl"):
+            task = asyncio.create_task(self._push(job, body["returnUrl"]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return web.json_response({"message": "queued"})
+
+    async def _push(self, job: str, url: str) -> None:
+        await asyncio.sleep(0.1)
+        result = {"jobId": job, "computationType": "sum", "status": "COMPLETED", "computationOutput": self.outputs[job]}
+        async with aiohttp.ClientSession() as session, session.post(url, json=result) as resp:
+            self.pushed.append((url, resp.status))
 
     async def _result(self, request: web.Request) -> web.StreamResponse:
         job = request.match_info["jobId"]
         self.polls[job] += 1
         if self.hang:
             await asyncio.sleep(3600)
-        if self.hold is not None and not self.hold.is_set():
+        if self.push or (self.hold is not None and not self.hold.is_set()):
             return web.json_response({"jobId": job, "computationType": "sum", "status": "RUNNING"})
         script = self.poll_replies.get(job)
         if script:

@@ -14,7 +14,7 @@ from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from orchestrator.typedefs import STORE
 from tests.fake_coordinator import FakeCoordinator
-from tests.support import DETAILED_SCHEMA
+from tests.support import DETAILED_SCHEMA, free_port
 
 Client = TestClient[Any, Any]
 OUTPUT = [1000, 54, 240, 135.6, 90, 135, 180, 1000, 750, 900]
@@ -33,7 +33,7 @@ def agg_client(
     aiohttp_server: Callable[..., Any],
     aiohttp_client: Callable[..., Any],
 ) -> Callable[..., Any]:
-    async def make(**overrides: Any) -> Client:
+    async def make(port: int | None = None, **overrides: Any) -> Client:
         server: TestServer = await aiohttp_server(coordinator.app())
         options: dict[str, Any] = {
             "smpc_coordinator_url": str(server.make_url("")).rstrip("/"),
@@ -45,7 +45,8 @@ def agg_client(
             "aggregation_sweep_seconds": 0.2,
             **overrides,
         }
-        return await aiohttp_client(create_app(settings.with_overrides(**options), redis=redis_client))  # type: ignore[no-any-return]
+        app = create_app(settings.with_overrides(**options), redis=redis_client)
+        return await aiohttp_client(app, server_kwargs={"port": port} if port else None)  # type: ignore[no-any-return]
 
     return make
 
@@ -199,3 +200,41 @@ async def test_bad_deadline_and_backend_are_400(agg_client: Callable[..., Any], 
         resp = await client.post("/api/update", json={"jobId": "d", "clientId": "c", "totalClients": 2, **body})
         assert resp.status == 400, body
         assert (await resp.json())["error"]["code"] == code, body
+
+
+async def test_the_coordinator_may_push_the_result(
+    agg_client: Callable[..., Any], coordinator: FakeCoordinator
+) -> None:
+    coordinator.push = True
+    coordinator.outputs["pushed"] = OUTPUT
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    client = await agg_client(port=port, public_base_url=base, smpc_poll_max_interval_seconds=30)
+    await report_all(client, "pushed", 2)
+    status = await final_status(client, "pushed")
+    assert status["status"] == "COMPLETED"
+    assert [code for _, code in coordinator.pushed] == [200]
+    url = coordinator.pushed[0][0]
+    assert url.startswith(f"{base}/api/smpc/callback/pushed?token=")
+    # Polling was only the fallback: the one poll made right after the trigger, no more.
+    assert coordinator.polls["pushed"] <= 1
+    # Pushing again, with a forged token, for an unknown job or with a bad body: refused, nothing changes.
+    again = await client.post(url.removeprefix(base), json={"status": "COMPLETED", "computationOutput": OUTPUT})
+    assert again.status == 409
+    assert (await client.post("/api/smpc/callback/none?token=x", json={"status": "FAILED"})).status == 404
+    assert (await client.post("/api/smpc/callback/pushed?token=x", json={"status": "maybe"})).status == 400
+    assert (await final_status(client, "pushed"))["aggregatedResults"] == status["aggregatedResults"]
+
+
+async def test_a_forged_callback_is_refused(agg_client: Callable[..., Any], coordinator: FakeCoordinator) -> None:
+    coordinator.hold = asyncio.Event()
+    port = free_port()
+    client = await agg_client(port=port, public_base_url=f"http://127.0.0.1:{port}")
+    await report_all(client, "forge", 1)
+    await asyncio.wait_for(coordinator.triggered.wait(), 5)
+    resp = await client.post(
+        "/api/smpc/callback/forge?token=guess", json={"status": "COMPLETED", "computationOutput": OUTPUT}
+    )
+    assert resp.status == 403
+    assert (await resp.json())["error"]["code"] == "invalid_token"
+    assert (await (await client.get("/api/job-status/forge")).json())["status"] == "AGGREGATING"

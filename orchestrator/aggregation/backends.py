@@ -7,7 +7,6 @@ or a failure with a reason. The built-in secure sum plugs in here as another bac
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,14 +35,31 @@ class Failed:
 Outcome = Vector | Ready | Failed
 
 
+class AttemptContext(Protocol):
+    """What a backend may do with the job it aggregates; every call is fenced by the attempt."""
+
+    attempt: Attempt
+    deadline: float  # time.time() seconds
+
+    async def mark_triggered(self) -> bool:
+        """Record that an external aggregator accepted the job (a later attempt then polls instead of
+        triggering again); False if this attempt no longer owns the job."""
+        ...
+
+    async def set_callback_token(self, token: str) -> bool:
+        """Keep the token an external aggregator must present to push its result back."""
+        ...
+
+    async def callback_result(self) -> dict[str, Any] | None:
+        """What the external aggregator pushed back, if anything yet."""
+        ...
+
+
 class Backend(Protocol):
     name: str
 
-    async def aggregate(
-        self, attempt: Attempt, deadline: float, mark_triggered: Callable[[], Awaitable[bool]]
-    ) -> Outcome:
-        """Aggregate the job before ``deadline`` (time.time() seconds). Call ``mark_triggered`` once an
-        external aggregator has accepted the job, so that a later attempt polls instead of triggering."""
+    async def aggregate(self, context: AttemptContext) -> Outcome:
+        """Aggregate the job before ``context.deadline``."""
         ...
 
 
@@ -52,7 +68,5 @@ class NoneBackend:
 
     name = "none"
 
-    async def aggregate(
-        self, attempt: Attempt, deadline: float, mark_triggered: Callable[[], Awaitable[bool]]
-    ) -> Outcome:
-        return Ready({"aggregatedResults": [], "clientList": attempt.clients})
+    async def aggregate(self, context: AttemptContext) -> Outcome:
+        return Ready({"aggregatedResults": [], "clientList": context.attempt.clients})

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from orchestrator.aggregation.backends import Failed, Outcome, Vector
+from orchestrator.aggregation.backends import AttemptContext, Failed, Outcome, Vector
 from orchestrator.models import Attempt
 
 logger = logging.getLogger(__name__)
@@ -39,28 +39,36 @@ class SmpcBackend:
         request_timeout: float,
         poll_interval: float,
         max_poll_interval: float,
+        callback_base: str | None = None,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.request_timeout = request_timeout
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        # Our own public base URL: when set, the coordinator is given a returnUrl to push the result to,
+        # and polling it becomes the fallback.
+        self.callback_base = callback_base.rstrip("/") if callback_base else None
 
-    async def aggregate(
-        self, attempt: Attempt, deadline: float, mark_triggered: Callable[[], Awaitable[bool]]
-    ) -> Outcome:
+    async def aggregate(self, context: AttemptContext) -> Outcome:
+        attempt = context.attempt
         job = quote(attempt.job_id, safe="")
         if not attempt.triggered:
-            refused = await self._trigger(job, attempt)
+            body: dict[str, Any] = {"computationType": "sum", "clients": attempt.clients}
+            if self.callback_base:
+                token = secrets.token_urlsafe(24)
+                if not await context.set_callback_token(token):
+                    return Failed("superseded by a newer aggregation attempt")
+                body["returnUrl"] = f"{self.callback_base}/api/smpc/callback/{job}?token={token}"
+            refused = await self._trigger(job, attempt, body)
             if refused is not None:
                 return refused
-            if not await mark_triggered():
+            if not await context.mark_triggered():
                 return Failed("superseded by a newer aggregation attempt")
-        return await self._poll(job, attempt, deadline)
+        return await self._poll(job, context)
 
-    async def _trigger(self, job: str, attempt: Attempt) -> Failed | None:
+    async def _trigger(self, job: str, attempt: Attempt, body: dict[str, Any]) -> Failed | None:
         url = f"{self.base_url}/api/secure-aggregation/job-id/{job}"
-        body = {"computationType": "sum", "clients": attempt.clients}
         delay = self.poll_interval
         while True:
             try:
@@ -84,40 +92,61 @@ class SmpcBackend:
             await asyncio.sleep(_jitter(delay))
             delay = min(delay * 2, self.max_poll_interval)
 
-    async def _poll(self, job: str, attempt: Attempt, deadline: float) -> Outcome:
+    async def _poll(self, job: str, context: AttemptContext) -> Outcome:
+        """Wait for the result: pushed to our returnUrl (checked in Redis every poll interval) or, failing
+        that, polled from the coordinator with backoff (only every max interval when callbacks are on)."""
         url = f"{self.base_url}/api/get-result/job-id/{job}"
         delay = self.poll_interval
+        next_poll = 0.0
         first = True
         while True:
             if not first:
-                await asyncio.sleep(min(_jitter(delay), max(deadline - time.time(), 0)))
-                delay = min(delay * 1.5, self.max_poll_interval)
+                await asyncio.sleep(min(_jitter(delay), max(context.deadline - time.time(), 0)))
+                if not self.callback_base:
+                    delay = min(delay * 1.5, self.max_poll_interval)
             first = False
+            if self.callback_base:
+                pushed = await context.callback_result()
+                if pushed is not None:
+                    outcome = _outcome(pushed)
+                    if outcome is not None:
+                        return outcome
+                if time.monotonic() < next_poll:
+                    continue
+                next_poll = time.monotonic() + self.max_poll_interval
             try:
                 async with self.session.get(url, timeout=self._timeout()) as resp:
                     if resp.status == 204:
                         continue
                     if resp.status != 200:
-                        logger.warning("Coordinator answered %d polling job %s", resp.status, attempt.job_id)
+                        logger.warning("Coordinator answered %d polling job %s", resp.status, context.attempt.job_id)
                         continue
                     data = await resp.json(content_type=None)
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-                logger.warning("Polling job %s failed (%s); retrying", attempt.job_id, e or type(e).__name__)
+                logger.warning("Polling job %s failed (%s); retrying", context.attempt.job_id, e or type(e).__name__)
                 continue
             if not isinstance(data, dict):
-                logger.warning("Coordinator sent a non-object result for job %s", attempt.job_id)
+                logger.warning("Coordinator sent a non-object result for job %s", context.attempt.job_id)
                 continue
-            status = data.get("status")
-            if status == "COMPLETED":
-                output = data.get("computationOutput")
-                if not isinstance(output, list):
-                    return Failed("coordinator reported COMPLETED without a computationOutput list")
-                return Vector(output)
-            if status == "FAILED":
-                return Failed(f"coordinator reported the computation FAILED: {data.get('message') or 'no message'}")
+            outcome = _outcome(data)
+            if outcome is not None:
+                return outcome
 
     def _timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=self.request_timeout)
+
+
+def _outcome(data: dict[str, Any]) -> Outcome | None:
+    """The job's outcome from a get-result body (polled or pushed), or None while it is still running."""
+    status = data.get("status")
+    if status == "COMPLETED":
+        output = data.get("computationOutput")
+        if not isinstance(output, list):
+            return Failed("coordinator reported COMPLETED without a computationOutput list")
+        return Vector(output)
+    if status == "FAILED":
+        return Failed(f"coordinator reported the computation FAILED: {data.get('message') or 'no message'}")
+    return None
 
 
 async def _message(resp: aiohttp.ClientResponse) -> str:

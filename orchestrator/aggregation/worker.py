@@ -181,11 +181,8 @@ class AggregationService:
         if backend is None:
             return Failed(f"aggregation backend {name!r} is not configured on this service")
 
-        async def mark_triggered() -> bool:
-            return await self.store.mark_triggered(attempt)
-
         try:
-            return await asyncio.wait_for(backend.aggregate(attempt, deadline, mark_triggered), remaining)
+            return await asyncio.wait_for(backend.aggregate(_Context(self.store, attempt, deadline)), remaining)
         except TimeoutError:
             return Failed(f"aggregation did not finish within {self.timeout:g} s of the trigger")
 
@@ -264,3 +261,21 @@ async def _first(*waits: Any) -> None:
     finally:
         for task in tasks:
             task.cancel()
+
+
+class _Context:
+    """An AttemptContext on the job store."""
+
+    def __init__(self, store: JobStore, attempt: Attempt, deadline: float) -> None:
+        self.store = store
+        self.attempt = attempt
+        self.deadline = deadline
+
+    async def mark_triggered(self) -> bool:
+        return await self.store.mark_triggered(self.attempt)
+
+    async def set_callback_token(self, token: str) -> bool:
+        return await self.store.set_callback_token(self.attempt, token)
+
+    async def callback_result(self) -> dict[str, Any] | None:
+        return await self.store.callback_result(self.attempt.job_id)
