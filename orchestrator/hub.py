@@ -14,13 +14,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from orchestrator.aio import first, pause
 from orchestrator.store import UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class EventHub:
         backoff = 0.1
         while not stop.is_set():
             if not self._wanted.is_set():
-                await _first(self._wanted.wait(), stop.wait())
+                await first(self._wanted.wait(), stop.wait())
                 continue
             pubsub = self.redis.pubsub()
             try:
@@ -179,13 +180,13 @@ class EventHub:
                 if self.connected.is_set():
                     logger.warning("Event listener lost Redis (%s: %s); reconnecting", e.__class__.__name__, e)
                 self.connected.clear()
-                await _pause(stop, backoff)
+                await pause(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
             except Exception:
                 # Anything else (a message that is not UTF-8, say) must not end fan-out for good.
                 logger.exception("Event listener failed; restarting it")
                 self.connected.clear()
-                await _pause(stop, backoff)
+                await pause(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
             finally:
                 self.connected.clear()
@@ -238,17 +239,3 @@ class EventHub:
                 last_ping = now
             if now - last_heard > self.liveness_timeout:
                 raise _Unresponsive(f"no answer from Redis for {now - last_heard:.1f}s")
-
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from orchestrator.aio import pause
 from orchestrator.store import JobStore, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -33,5 +33,4 @@ async def run_janitor(store: JobStore, interval: float, stop: asyncio.Event) -> 
             logger.exception("Janitor round failed")
         # Waiting on the event (not a bare sleep) lets shutdown end the loop even if a client
         # library swallowed the task's cancellation mid-command (fakeredis does).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+        await pause(stop, interval)

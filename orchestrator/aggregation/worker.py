@@ -23,6 +23,7 @@ from typing import Any
 from orchestrator.aggregation.backends import Backend, Failed, Outcome, Ready, Vector
 from orchestrator.aggregation.decoding import DecodingError, decode
 from orchestrator.aggregation.queue import WorkQueue
+from orchestrator.aio import first, pause
 from orchestrator.models import Attempt, JobStatus, iso_ms
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable, now_ms
@@ -72,22 +73,22 @@ class AggregationService:
                 break
             except StoreUnavailable as e:
                 logger.warning("Aggregation queue unavailable (%s); retrying", e)
-                await _pause(stop, 1.0)
+                await pause(stop, 1.0)
         while not stop.is_set():
             if self.free_slots <= 0:
                 self._slot.clear()
-                await _first(self._slot.wait(), stop.wait())
+                await first(self._slot.wait(), stop.wait())
                 continue
             try:
                 # A finite block: fakeredis does not block on 0, and stop must be noticed.
                 entries = await self.queue.read(self.free_slots, block_ms=1000)
             except StoreUnavailable as e:
                 logger.warning("Reading the aggregation queue failed (%s); retrying", e)
-                await _pause(stop, 1.0)
+                await pause(stop, 1.0)
                 continue
             except Exception:
                 logger.exception("Reading the aggregation queue failed")
-                await _pause(stop, 1.0)
+                await pause(stop, 1.0)
                 continue
             for entry_id, job_id in entries:
                 self._start(entry_id, job_id)
@@ -95,7 +96,7 @@ class AggregationService:
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         interval = max(self.settings.aggregation_claim_idle_seconds / 2, 0.2)
         while not stop.is_set():
-            await _pause(stop, interval)
+            await pause(stop, interval)
             if self.free_slots <= 0 or stop.is_set():
                 continue
             try:
@@ -230,7 +231,7 @@ class AggregationService:
                 logger.warning("Deadline sweep skipped: %s", e)
             except Exception:
                 logger.exception("Deadline sweep failed")
-            await _pause(stop, self.settings.aggregation_sweep_seconds)
+            await pause(stop, self.settings.aggregation_sweep_seconds)
 
     async def sweep(self) -> None:
         """Fail the jobs past their collection deadline, and those aggregating past their timeout."""
@@ -247,20 +248,6 @@ class AggregationService:
             if done:
                 self.store.metrics.aggregations.labels("FAILED").inc()
                 logger.warning("Job %s FAILED: %s", job_id, reason)
-
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _first(*waits: Any) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 class _Context:
