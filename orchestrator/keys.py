@@ -35,6 +35,10 @@ class Keys:
         """String: the last version of an expired job, so a new job of the same id carries on from it."""
         return f"{self.prefix}job:{{{job_id}}}:tomb"
 
+    def deliveries(self, job_id: str) -> str:
+        """Hash destination -> delivery record (JSON: state, attempts, lastError, ...)."""
+        return f"{self.prefix}job:{{{job_id}}}:deliveries"
+
     def job_keys(self, job_id: str) -> list[str]:
         return [self.job(job_id), self.updated_clients(job_id), self.client_times(job_id), self.events(job_id)]
 
@@ -64,6 +68,11 @@ class Keys:
     def aggregation_queue(self) -> str:
         """Stream of jobs handed over to aggregation (consumed by the aggregation workers)."""
         return f"{self.prefix}aggregation:queue"
+
+    @property
+    def delivery_queue(self) -> str:
+        """Stream of results to deliver (jobId, destination, version), consumed by the delivery workers."""
+        return f"{self.prefix}deliveries:queue"
 
     @property
     def events_channel(self) -> str:

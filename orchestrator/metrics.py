@@ -67,6 +67,18 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
             registry=self.registry,
         )
+        self.deliveries = Counter(
+            "orchestrator_delivery_attempts",
+            "Result delivery attempts, by destination and outcome (delivered, retry, rejected).",
+            ["destination", "outcome"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "orchestrator_delivery_dead_letters",
+            "Deliveries given up on (rejected, or out of attempts), by destination.",
+            ["destination"],
+            registry=self.registry,
+        )
         self.expired = Counter(
             "orchestrator_jobs_expired",
             "Jobs expired by this process's janitor.",

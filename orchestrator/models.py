@@ -74,6 +74,7 @@ class Job:
     aggregating_at_ms: int | None = None
     completed_at_ms: int | None = None
     clients: list[ClientReport] = field(default_factory=list)
+    deliveries: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_redis(cls, raw: dict[str, str], client_times: dict[str, str] | None = None) -> Job:

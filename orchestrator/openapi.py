@@ -156,6 +156,7 @@ SCHEMAS: dict[str, Any] = {
             "message": {"type": "string"},
             "version": {"type": "integer"},
             "failureReason": {"type": "string"},
+            "deliveries": {"type": "object", "description": "Per destination: state, attempts, reason, ..."},
             "progress": {
                 "type": "object",
                 "required": ["doneCount", "totalClients", "percentage"],
@@ -218,6 +219,7 @@ SCHEMAS: dict[str, Any] = {
                     "completedAt": _NULLABLE_TIME,
                     "failureReason": {"type": "string", "nullable": True},
                     "finalResult": {"nullable": True},
+                    "deliveries": {"type": "object"},
                 },
             },
         ]
@@ -339,6 +341,26 @@ OPENAPI: dict[str, Any] = {
                     "400": _ERROR,
                     "404": _ERROR,
                     "409": _json(_ref("Error"), "The job is already COMPLETED or FAILED."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/api/jobs/{jobId}/deliveries/retry": {
+            "post": {
+                "summary": "Queue again the job's dead-lettered result deliveries",
+                "parameters": [_JOB_ID_PARAM],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["jobId", "retried"],
+                            "properties": {"jobId": _ID, "retried": {"type": "array", "items": {"type": "string"}}},
+                        },
+                        "The destinations queued again (none if nothing had failed).",
+                    ),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "409": _json(_ref("Error"), "The job is not COMPLETED."),
                     "503": _UNAVAILABLE,
                 },
             }

@@ -16,6 +16,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/jobs/{jobId}", views.get_job)
     app.router.add_post("/api/jobs/{jobId}/cancel", views.cancel_job)
     app.router.add_post("/api/smpc/callback/{jobId}", views.smpc_callback)
+    app.router.add_post("/api/jobs/{jobId}/deliveries/retry", views.retry_deliveries)
     app.router.add_get("/api/openapi.json", views.openapi)
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", views.readyz)

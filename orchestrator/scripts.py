@@ -143,6 +143,9 @@ return 1
 # ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
 # ARGV[10] the aggregation attempt that must own the job ('' for any)
 # ARGV[11] finish only if the job has been aggregating since this time or earlier (epoch ms; '' for any)
+# KEYS[8] deliveries hash  KEYS[9] delivery stream
+# ARGV[12] comma-separated delivery destinations ('api', 'file'; '' for none): when the job COMPLETES,
+#          each gets a pending delivery record and a delivery queue entry, in this same script.
 # Returns {1, version} when this call finished the job, {0, version} when it was not AGGREGATING (already
 # finished, cancelled or unknown), or another attempt owns it, or it is not yet overdue: so a retried,
 # duplicated or stale call changes nothing.
@@ -167,6 +170,11 @@ if outcome == 'COMPLETED' then
   local suffix = nil
   if ARGV[3] ~= '' then suffix = '"finalResult":' .. ARGV[3] end
   version = emit(job, events, job_id, at, history, channel, 'job.completed', {status = outcome}, suffix)
+  for destination in string.gmatch(ARGV[12], '[^,]+') do
+    redis.call('HSET', KEYS[8], destination, '{"state":"pending","attempts":0}')
+    redis.call('XADD', KEYS[9], '*', 'jobId', job_id, 'destination', destination, 'version', version)
+  end
+  redis.call('PEXPIRE', KEYS[8], ttl)
 else
   version = emit(job, events, job_id, at, history, channel, 'job.failed', {status = outcome, reason = ARGV[4]})
 end
@@ -304,4 +312,48 @@ if not current[2] or current[2] ~= ARGV[1] then
 end
 redis.call('HSET', KEYS[1], 'coordinatorResult', ARGV[2])
 return 1
+"""
+
+# Record a delivery attempt's outcome.
+# KEYS[1] job hash  KEYS[2] events list  KEYS[3] deliveries hash
+# ARGV[1] jobId  ARGV[2] destination  ARGV[3] the delivery record (JSON)  ARGV[4] event type to announce it
+# with ('' for none: an attempt that will be retried)  ARGV[5] the event's extra members (raw JSON, no
+# braces)  ARGV[6] now (epoch ms)  ARGV[7] now (ISO)  ARGV[8] key TTL ms  ARGV[9] history size
+# ARGV[10] events channel
+# Returns 1 when recorded, 0 when there is no such delivery or it was already delivered (final).
+DELIVERY_UPDATE = (
+    _EMIT
+    + """
+local job, events, deliveries, job_id = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+local current = redis.call('HGET', deliveries, ARGV[2])
+if not current or cjson.decode(current).state == 'delivered' then
+  return 0
+end
+redis.call('HSET', deliveries, ARGV[2], ARGV[3])
+if ARGV[4] ~= '' then
+  emit(job, events, job_id, ARGV[7], tonumber(ARGV[9]), ARGV[10], ARGV[4], {}, ARGV[5])
+end
+return 1
+"""
+)
+
+# Queue again the deliveries of a completed job that were dead-lettered.
+# KEYS[1] job hash  KEYS[2] deliveries hash  KEYS[3] delivery stream
+# ARGV[1] jobId
+# Returns the destinations queued again, or {'-1'} when the job is not COMPLETED.
+DELIVERY_RETRY = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'version')
+if current[1] ~= 'COMPLETED' then
+  return {'-1'}
+end
+local queued = {}
+local records = redis.call('HGETALL', KEYS[2])
+for i = 1, #records, 2 do
+  if cjson.decode(records[i + 1]).state == 'failed' then
+    redis.call('HSET', KEYS[2], records[i], '{"state":"pending","attempts":0}')
+    redis.call('XADD', KEYS[3], '*', 'jobId', ARGV[1], 'destination', records[i], 'version', current[2])
+    table.insert(queued, records[i])
+  end
+end
+return queued
 """

@@ -26,6 +26,8 @@ def status_body(job: Job) -> dict[str, Any]:
     }
     if job.failure_reason:
         body["failureReason"] = job.failure_reason
+    if job.deliveries:
+        body["deliveries"] = job.deliveries
     if job.status is JobStatus.COMPLETED:
         result = job.final_result if isinstance(job.final_result, dict) else {}
         body["aggregatedResults"] = result.get("aggregatedResults", job.final_result)
@@ -76,4 +78,5 @@ def job_detail(job: Job) -> dict[str, Any]:
         "completedAt": iso_ms(job.completed_at_ms),
         "failureReason": job.failure_reason,
         "finalResult": job.final_result,
+        "deliveries": job.deliveries,
     }

@@ -65,6 +65,20 @@ class Settings:
     # This service's own base URL as the coordinator can reach it; when set, the coordinator is asked
     # to push results to it (returnUrl) and polling becomes the fallback.
     public_base_url: str | None = None
+    # Results delivery (the original's settings first).
+    results_api_url: str | None = None
+    results_save_path: str = "results"
+    enable_api_sending: bool = True
+    enable_filesystem_saving: bool = True
+    results_formats: tuple[str, ...] = ("json", "txt")
+    results_api_token: str | None = None
+    results_api_headers: tuple[tuple[str, str], ...] = ()
+    delivery_timeout_seconds: float = 10.0
+    delivery_attempts: int = 8
+    delivery_backoff_seconds: float = 1.0
+    delivery_max_backoff_seconds: float = 60.0
+    delivery_workers: int = 4
+    delivery_claim_idle_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -149,6 +163,69 @@ class Settings:
                 "seconds, 0.1-600",
             ),
             public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            results_api_url=env.get("RESULTS_API_URL") or None,
+            results_save_path=env.get("RESULTS_SAVE_PATH") or default.results_save_path,
+            enable_api_sending=_parse(
+                env, "ENABLE_API_SENDING", default.enable_api_sending, _parse_bool, lambda v: True, "true or false"
+            ),
+            enable_filesystem_saving=_parse(
+                env,
+                "ENABLE_FILESYSTEM_SAVING",
+                default.enable_filesystem_saving,
+                _parse_bool,
+                lambda v: True,
+                "true or false",
+            ),
+            results_formats=_parse(
+                env, "RESULTS_FORMATS", default.results_formats, _parse_formats, lambda v: True, "json, txt or json,txt"
+            ),
+            results_api_token=env.get("RESULTS_API_TOKEN") or None,
+            results_api_headers=_parse(
+                env,
+                "RESULTS_API_HEADERS",
+                default.results_api_headers,
+                _parse_headers,
+                lambda v: True,
+                'a JSON object of header names to values, e.g. {"X-Tenant": "a"}',
+            ),
+            delivery_timeout_seconds=_parse(
+                env,
+                "DELIVERY_TIMEOUT",
+                default.delivery_timeout_seconds,
+                float,
+                lambda v: 0.1 <= v <= 600,
+                "seconds, 0.1-600",
+            ),
+            delivery_attempts=_parse(
+                env, "DELIVERY_ATTEMPTS", default.delivery_attempts, int, lambda v: 1 <= v <= 1000, "an integer 1-1000"
+            ),
+            delivery_backoff_seconds=_parse(
+                env,
+                "DELIVERY_BACKOFF",
+                default.delivery_backoff_seconds,
+                float,
+                lambda v: 0.01 <= v <= 3600,
+                "seconds, 0.01-3600",
+            ),
+            delivery_max_backoff_seconds=_parse(
+                env,
+                "DELIVERY_MAX_BACKOFF",
+                default.delivery_max_backoff_seconds,
+                float,
+                lambda v: 0.01 <= v <= 86400,
+                "seconds, 0.01-86400",
+            ),
+            delivery_workers=_parse(
+                env, "DELIVERY_WORKERS", default.delivery_workers, int, lambda v: 0 <= v <= 1000, "an integer 0-1000"
+            ),
+            delivery_claim_idle_seconds=_parse(
+                env,
+                "DELIVERY_CLAIM_IDLE",
+                default.delivery_claim_idle_seconds,
+                float,
+                lambda v: 1 <= v <= 3600,
+                "seconds, 1-3600",
+            ),
             host=env.get("HOST", default.host),
             port=_parse(env, "PORT", default.port, int, lambda v: 1 <= v <= 65535, "an integer 1-65535"),
             redis_url=redis_url,
@@ -282,6 +359,8 @@ class Settings:
             )
         if self.aggregation_backend == "smpc" and not self.smpc_coordinator_url:
             raise SettingsError("AGGREGATION_BACKEND: smpc needs SMPC_COORDINATOR_URL")
+        if self.results_api_url and urlsplit(self.results_api_url).scheme not in {"http", "https"}:
+            raise SettingsError(f"RESULTS_API_URL: must be an http:// or https:// URL, got {self.results_api_url!r}")
         if self.public_base_url and urlsplit(self.public_base_url).scheme not in {"http", "https"}:
             raise SettingsError(f"PUBLIC_BASE_URL: must be an http:// or https:// URL, got {self.public_base_url!r}")
         if self.smpc_coordinator_url and urlsplit(self.smpc_coordinator_url).scheme not in {"http", "https"}:
@@ -334,13 +413,43 @@ class Settings:
             "smpc_coordinator": _without_credentials(self.smpc_coordinator_url) if self.smpc_coordinator_url else None,
             "aggregation_workers": self.aggregation_workers,
             "aggregation_timeout_seconds": self.aggregation_timeout_seconds,
+            "results_destinations": list(self.delivery_destinations) or "none (results are logged)",
+            "results_api": _without_credentials(self.results_api_url) if self.results_api_url else None,
+            "results_save_path": self.results_save_path,
+            "results_formats": list(self.results_formats),
         }
+
+    @property
+    def delivery_destinations(self) -> tuple[str, ...]:
+        """Where each completed job's result goes: "api" and/or "file"; each flag does only its own thing."""
+        destinations = []
+        if self.enable_api_sending and self.results_api_url:
+            destinations.append("api")
+        if self.enable_filesystem_saving:
+            destinations.append("file")
+        return tuple(destinations)
 
 
 def _without_credentials(url: str) -> str:
     parts = urlsplit(url)
     netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
     return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _parse_formats(raw: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in raw.split(",") if f.strip()))
+    if not formats or any(f not in ("json", "txt") for f in formats):
+        raise ValueError(raw)
+    return formats
+
+
+def _parse_headers(raw: str) -> tuple[tuple[str, str], ...]:
+    import json
+
+    data = json.loads(raw)
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(raw)
+    return tuple(data.items())
 
 
 def _parse_origins(raw: str) -> tuple[str, ...]:

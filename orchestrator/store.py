@@ -46,6 +46,7 @@ class JobStore:
         job_ttl_seconds: int,
         event_history: int,
         collection_timeout_seconds: int = 86400,
+        delivery_destinations: tuple[str, ...] = (),
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -53,6 +54,7 @@ class JobStore:
         self.job_ttl_ms = job_ttl_seconds * 1000
         self.history_size = event_history
         self.collection_timeout_ms = collection_timeout_seconds * 1000
+        self.delivery_destinations = delivery_destinations
         self._update = redis.register_script(scripts.UPDATE)
         self._expire = redis.register_script(scripts.EXPIRE)
         self._finish = redis.register_script(scripts.FINISH)
@@ -62,6 +64,8 @@ class JobStore:
         self._fail_collection = redis.register_script(scripts.FAIL_OVERDUE_COLLECTION)
         self._set_callback_token = redis.register_script(scripts.SET_CALLBACK_TOKEN)
         self._store_callback = redis.register_script(scripts.STORE_CALLBACK)
+        self._delivery_update = redis.register_script(scripts.DELIVERY_UPDATE)
+        self._delivery_retry = redis.register_script(scripts.DELIVERY_RETRY)
 
     @asynccontextmanager
     async def guard(self, operation: str) -> AsyncIterator[None]:
@@ -152,6 +156,8 @@ class JobStore:
                     k.jobs_by_updated,
                     k.updated_clients(job_id),
                     k.client_times(job_id),
+                    k.deliveries(job_id),
+                    k.delivery_queue,
                 ],
                 args=[
                     job_id,
@@ -161,6 +167,7 @@ class JobStore:
                     *self._change_args(),
                     "" if attempt is None else attempt,
                     "" if aggregating_since is None else aggregating_since,
+                    ",".join(self.delivery_destinations),
                 ],
             )
         return bool(done), int(version)
@@ -279,10 +286,58 @@ class JobStore:
         async with self.guard("get_job"), self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.job(job_id))
             pipe.hgetall(self.keys.client_times(job_id))
-            raw, times = await pipe.execute()
+            pipe.hgetall(self.keys.deliveries(job_id))
+            raw, times, deliveries = await pipe.execute()
         if not raw:
             raise JobNotFound(job_id)
-        return Job.from_redis(raw, times)
+        job = Job.from_redis(raw, times)
+        job.deliveries = {name: json.loads(record) for name, record in deliveries.items()}
+        return job
+
+    async def delivery(self, job_id: str, destination: str) -> dict[str, Any] | None:
+        async with self.guard("delivery"):
+            raw = await self.redis.hget(self.keys.deliveries(job_id), destination)
+        return json.loads(raw) if raw else None
+
+    async def record_delivery(
+        self,
+        job_id: str,
+        destination: str,
+        record: dict[str, Any],
+        *,
+        event: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> bool:
+        """Store a delivery's state; with ``event`` (delivery.succeeded / delivery.failed) also announce it."""
+        members = json.dumps({"destination": destination, **(details or {})}, separators=(",", ":"))[1:-1]
+        k = self.keys
+        ms = now_ms()
+        async with self.guard("delivery"):
+            done = await self._delivery_update(
+                keys=[k.job(job_id), k.events(job_id), k.deliveries(job_id)],
+                args=[
+                    job_id,
+                    destination,
+                    json.dumps(record, separators=(",", ":")),
+                    event,
+                    members,
+                    ms,
+                    iso_ms(ms) or "",
+                    self.job_ttl_ms + _KEY_TTL_GRACE_MS,
+                    self.history_size,
+                    k.events_channel,
+                ],
+            )
+        return bool(done)
+
+    async def retry_deliveries(self, job_id: str) -> list[str] | None:
+        """Queue again the job's dead-lettered deliveries; None if the job is not COMPLETED."""
+        k = self.keys
+        async with self.guard("delivery"):
+            queued = await self._delivery_retry(
+                keys=[k.job(job_id), k.deliveries(job_id), k.delivery_queue], args=[job_id]
+            )
+        return None if queued == ["-1"] else [str(q) for q in queued]
 
     async def list_jobs(
         self, *, status: JobStatus | None, limit: int, cursor: tuple[int, str] | None

@@ -186,6 +186,19 @@ async def cancel_job(request: web.Request) -> web.Response:
     )
 
 
+async def retry_deliveries(request: web.Request) -> web.Response:
+    job_id = request.match_info["jobId"]
+    validate_id(job_id, "jobId")
+    queued = await request.app[STORE].retry_deliveries(job_id)
+    if queued is None:
+        if await request.app[STORE].find_job(job_id) is None:
+            raise JobNotFound(job_id)
+        raise Conflict(f"Job {job_id} is not COMPLETED: it has no result to deliver", code="job_not_completed")
+    if queued:
+        logger.info("Deliveries of job %s queued again: %s", job_id, ", ".join(queued))
+    return web.json_response({"jobId": job_id, "retried": queued})
+
+
 async def smpc_callback(request: web.Request) -> web.Response:
     """The coordinator pushing a job's result (the returnUrl given when the job was triggered)."""
     job_id = request.match_info["jobId"]

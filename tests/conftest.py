@@ -72,7 +72,11 @@ def settings(prefix: str, tmp_path: Path) -> Settings:
     # No aggregation workers: these tests look at jobs as they reach AGGREGATING; the aggregation tests
     # turn workers on.
     return Settings(
-        key_prefix=prefix, log_dir=str(tmp_path / "logs"), janitor_interval_seconds=3600, aggregation_workers=0
+        key_prefix=prefix,
+        log_dir=str(tmp_path / "logs"),
+        results_save_path=str(tmp_path / "results"),
+        janitor_interval_seconds=3600,
+        aggregation_workers=0,
     )
 
 

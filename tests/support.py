@@ -46,7 +46,15 @@ class ServiceProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_dir = log_dir
         full_env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "REDIS_HOST", "REDIS_PORT"}}
-        full_env.update({"PORT": str(self.port), "HOST": "127.0.0.1", "LOG_DIR": str(log_dir), **env})
+        full_env.update(
+            {
+                "PORT": str(self.port),
+                "HOST": "127.0.0.1",
+                "LOG_DIR": str(log_dir),
+                "RESULTS_SAVE_PATH": str(log_dir / "results"),
+                **env,
+            }
+        )
         self.stderr_path = log_dir / f"stderr-{self.port}.log"
         log_dir.mkdir(parents=True, exist_ok=True)
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()

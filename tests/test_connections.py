@@ -21,7 +21,10 @@ async def test_unix_socket_url(aiohttp_client: Callable[..., Any], tmp_path: Pat
     server.start()
     try:
         settings = Settings(
-            redis_url=f"unix://{socket_path}?db=3", log_dir=str(tmp_path / "logs"), aggregation_workers=0
+            redis_url=f"unix://{socket_path}?db=3",
+            log_dir=str(tmp_path / "logs"),
+            results_save_path=str(tmp_path / "results"),
+            aggregation_workers=0,
         )
         client = await aiohttp_client(create_app(settings))
         resp = await client.post("/api/update", json={"jobId": "u", "clientId": "c", "totalClients": 1})
@@ -37,7 +40,10 @@ async def test_unreachable_redis_at_start_is_not_fatal(aiohttp_client: Callable[
     from tests.support import free_port
 
     settings = Settings(
-        redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.5, log_dir=str(tmp_path / "logs")
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        redis_timeout=0.5,
+        log_dir=str(tmp_path / "logs"),
+        results_save_path=str(tmp_path / "results"),
     )
     client = await aiohttp_client(create_app(settings))
     assert (await client.get("/healthz")).status == 200

@@ -24,7 +24,11 @@ async def outage_client(
     aiohttp_client: Callable[..., Any], private_redis: RedisServerProcess, tmp_path: Path
 ) -> TestClient[Any, Any]:
     settings = Settings(
-        redis_url=private_redis.url, redis_timeout=1.0, log_dir=str(tmp_path / "logs"), retry_after_seconds=2
+        redis_url=private_redis.url,
+        redis_timeout=1.0,
+        log_dir=str(tmp_path / "logs"),
+        results_save_path=str(tmp_path / "results"),
+        retry_after_seconds=2,
     )
     return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 

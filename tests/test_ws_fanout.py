@@ -153,6 +153,7 @@ async def test_listener_recovers_after_redis_restart_with_a_fresh_snapshot(
         redis_url=private_redis.url,
         redis_timeout=1.0,
         log_dir=str(tmp_path / "logs"),
+        results_save_path=str(tmp_path / "results"),
         pubsub_ping_seconds=0.2,
         pubsub_liveness_seconds=1.0,
     )
@@ -184,6 +185,7 @@ async def test_hung_redis_is_noticed_by_the_listener(
         redis_url=private_redis.url,
         redis_timeout=0.5,
         log_dir=str(tmp_path / "logs"),
+        results_save_path=str(tmp_path / "results"),
         pubsub_ping_seconds=0.2,
         pubsub_liveness_seconds=1.0,
     )
@@ -214,7 +216,12 @@ async def test_a_connection_silently_re_established_by_the_client_still_resyncs(
 ) -> None:
     """redis-py's retry reconnects a dropped pub/sub connection inside get_message() without raising;
     what was published meanwhile is lost, so the sockets must be re-synced all the same."""
-    settings = Settings(redis_url=private_redis.url, log_dir=str(tmp_path / "logs"), aggregation_workers=0)
+    settings = Settings(
+        redis_url=private_redis.url,
+        log_dir=str(tmp_path / "logs"),
+        results_save_path=str(tmp_path / "results"),
+        aggregation_workers=0,
+    )
     client = await aiohttp_client(create_app(settings))
     await client.post("/api/update", json={"jobId": "blip", "clientId": "a", "totalClients": 3})
     async with client.ws_connect("/ws/jobs/blip") as ws:

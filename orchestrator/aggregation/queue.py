@@ -18,26 +18,29 @@ GROUP = "aggregators"
 
 
 class WorkQueue:
-    def __init__(self, store: JobStore, consumer: str) -> None:
+    """A stream of work and one consumer group over it (the aggregation queue by default)."""
+
+    def __init__(self, store: JobStore, consumer: str, *, stream: str | None = None, group: str = GROUP) -> None:
         self.store = store
         self.redis = store.redis
-        self.stream = store.keys.aggregation_queue
+        self.stream = stream or store.keys.aggregation_queue
+        self.group = group
         self.consumer = consumer
 
     async def ensure_group(self) -> None:
         async with self.store.guard("queue"):
             try:
-                await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+                await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
             except ResponseError as e:
                 if "BUSYGROUP" not in str(e):
                     raise
 
-    async def read(self, count: int, block_ms: int) -> list[tuple[str, str]]:
-        """New entries for this consumer: (entry id, jobId)."""
+    async def read(self, count: int, block_ms: int) -> list[tuple[str, dict[str, str]]]:
+        """New entries for this consumer: (entry id, fields)."""
         async with self.store.guard("queue"):
             try:
                 reply = await self.redis.xreadgroup(
-                    GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms
+                    self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
                 )
             except ResponseError as e:
                 if "NOGROUP" not in str(e):
@@ -45,27 +48,27 @@ class WorkQueue:
                 await self.ensure_group()  # the stream was deleted (a FLUSHDB, say): recreate the group
                 return []
         streams = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], reply or [])
-        return [(entry_id, fields.get("jobId", "")) for _, entries in streams for entry_id, fields in entries]
+        return [(entry_id, fields) for _, entries in streams for entry_id, fields in entries]
 
-    async def claim_stale(self, min_idle_ms: int, count: int) -> list[tuple[str, str]]:
+    async def claim_stale(self, min_idle_ms: int, count: int) -> list[tuple[str, dict[str, str]]]:
         """Entries another worker left pending for longer than ``min_idle_ms``, now ours."""
         async with self.store.guard("queue"):
             reply = await self.redis.xautoclaim(
-                self.stream, GROUP, self.consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+                self.stream, self.group, self.consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
             )
         entries = cast(list[tuple[str, dict[str, str]]], reply[1])
-        return [(entry_id, fields.get("jobId", "")) for entry_id, fields in entries if fields]
+        return [(entry_id, fields) for entry_id, fields in entries if fields]
 
     async def keep(self, entry_id: str) -> None:
         """Reset the entry's idle time, so nobody takes over a job still being aggregated."""
         async with self.store.guard("queue"):
             await self.redis.xclaim(
-                self.stream, GROUP, self.consumer, min_idle_time=0, message_ids=[entry_id], justid=True
+                self.stream, self.group, self.consumer, min_idle_time=0, message_ids=[entry_id], justid=True
             )
 
     async def done(self, entry_id: str) -> None:
         """Acknowledge and delete the entry: the job is finished (or needs nothing more)."""
         async with self.store.guard("queue"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, GROUP, entry_id)
+            pipe.xack(self.stream, self.group, entry_id)
             pipe.xdel(self.stream, entry_id)
             await pipe.execute()

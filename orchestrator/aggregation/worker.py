@@ -25,6 +25,7 @@ from orchestrator.aggregation.decoding import DecodingError, decode
 from orchestrator.aggregation.queue import WorkQueue
 from orchestrator.aio import first, pause
 from orchestrator.models import Attempt, JobStatus, iso_ms
+from orchestrator.results.worker import log_results
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable, now_ms
 
@@ -90,8 +91,8 @@ class AggregationService:
                 logger.exception("Reading the aggregation queue failed")
                 await pause(stop, 1.0)
                 continue
-            for entry_id, job_id in entries:
-                self._start(entry_id, job_id)
+            for entry_id, fields in entries:
+                self._start(entry_id, fields.get("jobId", ""))
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         interval = max(self.settings.aggregation_claim_idle_seconds / 2, 0.2)
@@ -100,7 +101,8 @@ class AggregationService:
             if self.free_slots <= 0 or stop.is_set():
                 continue
             try:
-                for entry_id, job_id in await self.queue.claim_stale(self.claim_idle_ms, self.free_slots):
+                for entry_id, fields in await self.queue.claim_stale(self.claim_idle_ms, self.free_slots):
+                    job_id = fields.get("jobId", "")
                     logger.info("Taking over the aggregation of job %s from a worker that went quiet", job_id)
                     self._start(entry_id, job_id)
             except StoreUnavailable as e:
@@ -155,6 +157,8 @@ class AggregationService:
                     logger.info(
                         "Job %s aggregated and COMPLETED in %.3fs (attempt %d)", job_id, elapsed, attempt.number
                     )
+                    if not self.settings.delivery_destinations and result is not None:
+                        log_results(job_id, result)
                 else:
                     logger.warning("Job %s FAILED: %s", job_id, reason)
             else:

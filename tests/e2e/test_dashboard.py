@@ -68,7 +68,7 @@ async def test_live_progress_status_and_result(
 ) -> None:
     client = await aiohttp_client(
         create_app(
-            Settings(log_dir=str(tmp_path), aggregation_workers=0),
+            Settings(log_dir=str(tmp_path), results_save_path=str(tmp_path / "results"), aggregation_workers=0),
             redis=embedded_redis(fakeredis.FakeServer(), Settings()),
         )
     )
@@ -120,7 +120,9 @@ async def test_live_progress_status_and_result(
 async def test_a_thousand_jobs_stay_responsive(
     browser: Browser, aiohttp_client: Callable[..., Any], tmp_path: Path
 ) -> None:
-    settings = Settings(log_dir=str(tmp_path), ws_snapshot_jobs=1000, access_log=False)
+    settings = Settings(
+        log_dir=str(tmp_path), results_save_path=str(tmp_path / "results"), ws_snapshot_jobs=1000, access_log=False
+    )
     client = await aiohttp_client(create_app(settings, redis=embedded_redis(fakeredis.FakeServer(), Settings())))
     store = client.app[STORE]
     for start in range(0, 1000, 100):
@@ -158,7 +160,7 @@ async def test_connection_indicator_recovers_after_a_server_restart(
 ) -> None:
     shared = fakeredis.FakeServer()
     port = free_port()
-    settings = Settings(log_dir=str(tmp_path))
+    settings = Settings(log_dir=str(tmp_path), results_save_path=str(tmp_path / "results"))
     server = await aiohttp_server(create_app(settings, redis=embedded_redis(shared, settings)), port=port)
     base = f"http://127.0.0.1:{port}"
     page, _ = await open_dashboard(browser, base)

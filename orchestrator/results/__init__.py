@@ -1,0 +1,1 @@
+"""Results delivery: the results API and files, durable and at least once."""

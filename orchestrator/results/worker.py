@@ -1,0 +1,235 @@
+"""Delivery workers: every replica runs them; each completed job's result reaches every enabled
+destination at least once.
+
+The FINISH script that stores a result also writes a pending delivery record per destination and
+queues it on the delivery stream. A worker sends it with timeouts, retrying transient failures
+(connection errors, timeouts, 5xx, 408, 429 with its Retry-After, an unwritable directory) with
+exponential backoff and jitter; other 4xx are final. The attempt count lives in the record, so a worker
+that dies mid-way is replaced (after DELIVERY_CLAIM_IDLE) by one that carries on where it stopped;
+after DELIVERY_ATTEMPTS the delivery is dead-lettered (state "failed"), announced, and can be retried
+with POST /api/jobs/{jobId}/deliveries/retry. The API receiver can drop duplicates by the
+Idempotency-Key, which is the same for every attempt of one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from orchestrator.aggregation.queue import WorkQueue
+from orchestrator.aio import first, pause
+from orchestrator.errors import JobNotFound
+from orchestrator.models import JobStatus, iso_ms
+from orchestrator.results.formats import payload, summary_lines
+from orchestrator.results.sinks import Delivered, Rejected, Retry, save_files, send_api
+from orchestrator.settings import Settings
+from orchestrator.store import JobStore, StoreUnavailable, now_ms
+
+logger = logging.getLogger(__name__)
+results_logger = logging.getLogger("orchestrator.Aggregator")
+
+GROUP = "deliverers"
+_SHUTDOWN_GRACE = 5.0
+
+
+class DeliveryService:
+    def __init__(self, store: JobStore, settings: Settings, session: aiohttp.ClientSession, consumer: str) -> None:
+        self.store = store
+        self.settings = settings
+        self.session = session
+        self.queue = WorkQueue(store, consumer, stream=store.keys.delivery_queue, group=GROUP)
+        self.claim_idle_ms = int(settings.delivery_claim_idle_seconds * 1000)
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._slot = asyncio.Event()
+        headers = dict(settings.results_api_headers)
+        if settings.results_api_token:
+            headers["Authorization"] = f"Bearer {settings.results_api_token}"
+        self.headers = headers
+
+    @property
+    def free_slots(self) -> int:
+        return self.settings.delivery_workers - len(self._inflight)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.settings.delivery_workers <= 0:
+            return
+        tasks = [asyncio.create_task(self._read_loop(stop)), asyncio.create_task(self._claim_loop(stop))]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            # Let deliveries under way finish (a file half-written is cleaned up, but a request cut
+            # short is sent again by another replica): a short grace, then cancel what is left.
+            inflight = list(self._inflight.values())
+            if inflight:
+                await asyncio.wait(inflight, timeout=_SHUTDOWN_GRACE)
+            for task in inflight:
+                task.cancel()
+            await asyncio.gather(*tasks, *inflight, return_exceptions=True)
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.queue.ensure_group()
+                break
+            except StoreUnavailable as e:
+                logger.warning("Delivery queue unavailable (%s); retrying", e)
+                await pause(stop, 1.0)
+        while not stop.is_set():
+            if self.free_slots <= 0:
+                self._slot.clear()
+                await first(self._slot.wait(), stop.wait())
+                continue
+            try:
+                entries = await self.queue.read(self.free_slots, block_ms=1000)
+            except StoreUnavailable as e:
+                logger.warning("Reading the delivery queue failed (%s); retrying", e)
+                await pause(stop, 1.0)
+                continue
+            for entry_id, fields in entries:
+                self._start(entry_id, fields)
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await pause(stop, max(self.settings.delivery_claim_idle_seconds / 2, 0.2))
+            if self.free_slots <= 0 or stop.is_set():
+                continue
+            try:
+                for entry_id, fields in await self.queue.claim_stale(self.claim_idle_ms, self.free_slots):
+                    logger.info("Taking over delivery %s of job %s", fields.get("destination"), fields.get("jobId"))
+                    self._start(entry_id, fields)
+            except StoreUnavailable as e:
+                logger.warning("Claiming stale deliveries failed (%s)", e)
+
+    def _start(self, entry_id: str, fields: dict[str, str]) -> None:
+        if entry_id in self._inflight:
+            return
+        task = asyncio.create_task(self._process(entry_id, fields))
+        self._inflight[entry_id] = task
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(entry_id, None)
+            self._slot.set()
+
+        task.add_done_callback(finished)
+
+    async def _process(self, entry_id: str, fields: dict[str, str]) -> None:
+        job_id, destination = fields.get("jobId", ""), fields.get("destination", "")
+        keeper = asyncio.create_task(self._keep(entry_id))
+        try:
+            await self._deliver(job_id, destination, int(fields.get("version") or 0))
+            await self.queue.done(entry_id)
+        except StoreUnavailable as e:
+            logger.warning("Delivery %s of job %s interrupted: %s", destination, job_id, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Delivery %s of job %s failed unexpectedly; it will be retried", destination, job_id)
+        finally:
+            keeper.cancel()
+
+    async def _deliver(self, job_id: str, destination: str, version: int) -> None:
+        record = await self.store.delivery(job_id, destination)
+        if record is None or record.get("state") != "pending":
+            return  # delivered, dead-lettered, or the job expired
+        try:
+            job = await self.store.get_job(job_id)
+        except JobNotFound:
+            return
+        if job.status is not JobStatus.COMPLETED or not isinstance(job.final_result, dict):
+            return
+        completed = datetime.fromtimestamp((job.completed_at_ms or now_ms()) / 1000, tz=UTC)
+        result = job.final_result
+        clients = result.get("clientList") or [c.client_id for c in job.clients]
+        data = payload(job_id, result.get("aggregatedResults") or [], clients, result.get("metadata"), completed)
+        attempts = int(record.get("attempts", 0))
+        delay = self.settings.delivery_backoff_seconds
+        while True:
+            attempts += 1
+            started = time.monotonic()
+            if destination == "api" and self.settings.results_api_url:
+                outcome = await send_api(
+                    self.session,
+                    self.settings.results_api_url,
+                    data,
+                    version=version,
+                    request_timeout=self.settings.delivery_timeout_seconds,
+                    headers=self.headers,
+                )
+            elif destination == "file":
+                outcome = await save_files(
+                    self.settings.results_save_path, data, self.settings.results_formats, completed
+                )
+            else:
+                outcome = Rejected(f"destination {destination!r} is not configured on this service")
+            self.store.metrics.deliveries.labels(destination, type(outcome).__name__.lower()).inc()
+            if isinstance(outcome, Delivered):
+                details = {
+                    "state": "delivered",
+                    "attempts": attempts,
+                    "deliveredAt": iso_ms(now_ms()),
+                    **outcome.detail,
+                }
+                await self.store.record_delivery(
+                    job_id, destination, details, event="delivery.succeeded", details=details
+                )
+                logger.info(
+                    "Delivered job %s to %s (attempt %d, %.0f ms)",
+                    job_id,
+                    destination,
+                    attempts,
+                    (time.monotonic() - started) * 1000,
+                )
+                return
+            final = isinstance(outcome, Rejected) or attempts >= self.settings.delivery_attempts
+            if final:
+                details = {"state": "failed", "attempts": attempts, "reason": outcome.reason, "deadLettered": True}
+                await self.store.record_delivery(job_id, destination, details, event="delivery.failed", details=details)
+                self.store.metrics.dead_letters.labels(destination).inc()
+                logger.error(
+                    "Delivery of job %s to %s failed for good after %d attempt(s): %s",
+                    job_id,
+                    destination,
+                    attempts,
+                    outcome.reason,
+                )
+                return
+            await self.store.record_delivery(
+                job_id, destination, {"state": "pending", "attempts": attempts, "lastError": outcome.reason}
+            )
+            assert isinstance(outcome, Retry)
+            wait = outcome.retry_after if outcome.retry_after is not None else delay * (0.5 + random.random())
+            logger.warning(
+                "Delivery of job %s to %s failed (attempt %d): %s; retrying in %.1fs",
+                job_id,
+                destination,
+                attempts,
+                outcome.reason,
+                wait,
+            )
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, self.settings.delivery_max_backoff_seconds)
+
+    async def _keep(self, entry_id: str) -> None:
+        interval = max(self.claim_idle_ms / 3000, 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.queue.keep(entry_id)
+            except StoreUnavailable as e:
+                logger.warning("Could not refresh the claim on delivery %s: %s", entry_id, e)
+
+
+def log_results(job_id: str, result: dict[str, Any]) -> None:
+    """With both destinations disabled: the results, logged feature by feature in the original's style."""
+    features = result.get("aggregatedResults") or []
+    results_logger.info("Results of job %s (%d feature(s); no destination enabled)", job_id, len(features))
+    for line in summary_lines(features):
+        results_logger.info("%s", line)
