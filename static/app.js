@@ -203,6 +203,10 @@ function onDetailMessage(jobId, message) {
     }
     if (message.type === "job.failed") detailJob.failureReason = message.reason;
     if (message.type === "job.aggregating") detailJob.aggregatingAt = message.at;
+    if (message.type === "delivery.succeeded" || message.type === "delivery.failed") {
+      const { type, jobId, version, at, destination, ...record } = message;
+      detailJob.deliveries = { ...(detailJob.deliveries || {}), [destination]: record };
+    }
   } else if (!detailJob && message.type === "job.created") {
     // Created after we opened it: take the whole job afresh.
     detailFeed.close();

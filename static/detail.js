@@ -90,8 +90,28 @@ export function renderDetail(job, jobId) {
   reason.hidden = !job?.failureReason;
   reason.textContent = job?.failureReason ? `Failed: ${job.failureReason}` : "";
   renderResult(job);
+  renderDeliveries(job);
   const clients = document.querySelector("#detail-clients tbody");
   clients.replaceChildren(...(job?.clients || []).map((client, i) => el("tr", {}, el("td", { class: "num" }, i + 1), el("td", {}, client.clientId), el("td", {}, formatTime(client.reportedAt)))));
   const schema = document.querySelector("#detail-schema tbody");
   schema.replaceChildren(...(job?.schema || []).map((feature) => el("tr", {}, el("td", {}, feature.featureName || feature.name), el("td", {}, feature.dataType), el("td", {}, (feature.fields || []).join(", ")))));
+}
+
+function renderDeliveries(job) {
+  const list = $("detail-deliveries");
+  const deliveries = Object.entries(job?.deliveries || {});
+  if (!deliveries.length) {
+    list.replaceChildren(el("li", { class: "muted" }, "None yet."));
+    return;
+  }
+  list.replaceChildren(
+    ...deliveries.map(([destination, d]) => {
+      const details = [`attempt ${d.attempts ?? 0}`];
+      if (d.httpStatus) details.push(`HTTP ${d.httpStatus}`);
+      if (d.deliveredAt) details.push(formatTime(d.deliveredAt));
+      if (d.reason || d.lastError) details.push(d.reason || d.lastError);
+      return el("li", { "data-destination": destination, "data-state": d.state },
+        el("strong", {}, destination), ": ", el("span", { class: "badge", "data-status": d.state }, d.state), ` (${details.join(", ")})`);
+    }),
+  );
 }

@@ -105,6 +105,10 @@ async def test_live_progress_status_and_result(
     categories = detail.get_by_role("img", name="department: count per category")
     await expect(categories).to_contain_text("research")
     await expect(categories.locator(".fill")).to_have_count(3)
+    # The result was also written to files by the delivery workers; the detail view follows it live.
+    await expect(detail.locator('#detail-deliveries li[data-destination="file"]')).to_have_attribute(
+        "data-state", "delivered"
+    )
 
     await page.select_option("#status-filter", "IN_PROGRESS")
     await expect(row).to_be_hidden()
