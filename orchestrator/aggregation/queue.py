@@ -8,11 +8,16 @@ A live worker keeps its entries from going idle while it waits on a slow aggrega
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import cast
 
 from redis.exceptions import ResponseError
 
-from orchestrator.store import JobStore
+from orchestrator.aio import first, pause
+from orchestrator.store import JobStore, StoreUnavailable
+
+logger = logging.getLogger(__name__)
 
 GROUP = "aggregators"
 
@@ -72,3 +77,113 @@ class WorkQueue:
             pipe.xack(self.stream, self.group, entry_id)
             pipe.xdel(self.stream, entry_id)
             await pipe.execute()
+
+
+class QueueWorkers:
+    """Up to ``slots`` handlers at once over a WorkQueue: its new entries, and entries another worker
+    left idle for ``claim_idle`` seconds (it died). A handler's entry is kept from going idle while it
+    runs; the handler acknowledges it when done. Subclasses say how to handle an entry."""
+
+    what = "work"
+
+    def __init__(self, queue: WorkQueue, *, slots: int, claim_idle: float) -> None:
+        self.queue = queue
+        self.slots = slots
+        self.claim_idle = claim_idle
+        self.inflight: dict[str, asyncio.Task[None]] = {}
+        self._slot = asyncio.Event()
+
+    def key(self, entry_id: str, fields: dict[str, str]) -> str:
+        """What may only be handled once at a time in this process (the entry, by default)."""
+        return entry_id
+
+    async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self.inflight)
+
+    def loops(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        if self.slots <= 0:
+            return []
+        return [asyncio.create_task(self._read_loop(stop)), asyncio.create_task(self._claim_loop(stop))]
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.queue.ensure_group()
+                break
+            except StoreUnavailable as e:
+                logger.warning("The %s queue is unavailable (%s); retrying", self.what, e)
+                await pause(stop, 1.0)
+        while not stop.is_set():
+            if self.free_slots <= 0:
+                self._slot.clear()
+                await first(self._slot.wait(), stop.wait())
+                continue
+            try:
+                # A finite block: fakeredis does not block on 0, and stop must be noticed.
+                entries = await self.queue.read(self.free_slots, block_ms=1000)
+            except StoreUnavailable as e:
+                logger.warning("Reading the %s queue failed (%s); retrying", self.what, e)
+                await pause(stop, 1.0)
+                continue
+            except Exception:
+                logger.exception("Reading the %s queue failed", self.what)
+                await pause(stop, 1.0)
+                continue
+            for entry_id, fields in entries:
+                self._start(entry_id, fields)
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await pause(stop, max(self.claim_idle / 2, 0.2))
+            if self.free_slots <= 0 or stop.is_set():
+                continue
+            try:
+                for entry_id, fields in await self.queue.claim_stale(int(self.claim_idle * 1000), self.free_slots):
+                    logger.info("Taking over %s %s from a worker that went quiet", self.what, fields)
+                    self._start(entry_id, fields)
+            except StoreUnavailable as e:
+                logger.warning("Claiming stale %s failed (%s)", self.what, e)
+            except Exception:
+                logger.exception("Claiming stale %s failed", self.what)
+
+    def _start(self, entry_id: str, fields: dict[str, str]) -> None:
+        key = self.key(entry_id, fields)
+        if key in self.inflight:
+            return  # already ours and under way (claimed back after a pause, say)
+        task = asyncio.create_task(self._run(entry_id, fields))
+        self.inflight[key] = task
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self.inflight.pop(key, None)
+            self._slot.set()
+
+        task.add_done_callback(finished)
+
+    async def _run(self, entry_id: str, fields: dict[str, str]) -> None:
+        keeper = asyncio.create_task(self._keep(entry_id))
+        try:
+            await self.handle(entry_id, fields)
+        finally:
+            keeper.cancel()
+
+    async def _keep(self, entry_id: str) -> None:
+        interval = max(self.claim_idle / 3, 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.queue.keep(entry_id)
+            except StoreUnavailable as e:
+                logger.warning("Could not refresh the claim on %s entry %s: %s", self.what, entry_id, e)
+
+    async def stop_inflight(self, grace: float = 0.0) -> None:
+        """Give the handlers under way ``grace`` seconds, then cancel what is left."""
+        tasks = list(self.inflight.values())
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

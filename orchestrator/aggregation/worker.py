@@ -22,8 +22,8 @@ from typing import Any
 
 from orchestrator.aggregation.backends import Backend, Failed, Outcome, Ready, Vector
 from orchestrator.aggregation.decoding import DecodingError, decode
-from orchestrator.aggregation.queue import WorkQueue
-from orchestrator.aio import first, pause
+from orchestrator.aggregation.queue import QueueWorkers, WorkQueue
+from orchestrator.aio import pause
 from orchestrator.models import Attempt, JobStatus, iso_ms
 from orchestrator.results.worker import log_results
 from orchestrator.settings import Settings
@@ -37,104 +37,42 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-class AggregationService:
+class AggregationService(QueueWorkers):
+    what = "aggregation"
+
     def __init__(self, store: JobStore, settings: Settings, backends: dict[str, Backend], consumer: str) -> None:
+        super().__init__(
+            WorkQueue(store, consumer),
+            slots=settings.aggregation_workers,
+            claim_idle=settings.aggregation_claim_idle_seconds,
+        )
         self.store = store
         self.settings = settings
         self.backends = backends
         self.consumer = consumer
-        self.queue = WorkQueue(store, consumer)
         self.timeout = settings.aggregation_timeout_seconds
-        self.claim_idle_ms = int(settings.aggregation_claim_idle_seconds * 1000)
-        self._inflight: dict[str, asyncio.Task[None]] = {}  # jobId -> task
-        self._slot = asyncio.Event()
 
-    @property
-    def free_slots(self) -> int:
-        return self.settings.aggregation_workers - len(self._inflight)
+    def key(self, entry_id: str, fields: dict[str, str]) -> str:
+        return fields.get("jobId") or entry_id  # one aggregation of a job at a time in this process
 
     async def run(self, stop: asyncio.Event) -> None:
-        loops = [self._sweep_loop(stop)]
-        if self.settings.aggregation_workers > 0:
-            loops += [self._read_loop(stop), self._claim_loop(stop)]
-        tasks = [asyncio.create_task(loop) for loop in loops]
+        tasks = [asyncio.create_task(self._sweep_loop(stop)), *self.loops(stop)]
         try:
             await stop.wait()
         finally:
-            for task in [*tasks, *self._inflight.values()]:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, *self._inflight.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.stop_inflight()
 
-    # --- taking work -------------------------------------------------------------------------------
-
-    async def _read_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.queue.ensure_group()
-                break
-            except StoreUnavailable as e:
-                logger.warning("Aggregation queue unavailable (%s); retrying", e)
-                await pause(stop, 1.0)
-        while not stop.is_set():
-            if self.free_slots <= 0:
-                self._slot.clear()
-                await first(self._slot.wait(), stop.wait())
-                continue
-            try:
-                # A finite block: fakeredis does not block on 0, and stop must be noticed.
-                entries = await self.queue.read(self.free_slots, block_ms=1000)
-            except StoreUnavailable as e:
-                logger.warning("Reading the aggregation queue failed (%s); retrying", e)
-                await pause(stop, 1.0)
-                continue
-            except Exception:
-                logger.exception("Reading the aggregation queue failed")
-                await pause(stop, 1.0)
-                continue
-            for entry_id, fields in entries:
-                self._start(entry_id, fields.get("jobId", ""))
-
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
-        interval = max(self.settings.aggregation_claim_idle_seconds / 2, 0.2)
-        while not stop.is_set():
-            await pause(stop, interval)
-            if self.free_slots <= 0 or stop.is_set():
-                continue
-            try:
-                for entry_id, fields in await self.queue.claim_stale(self.claim_idle_ms, self.free_slots):
-                    job_id = fields.get("jobId", "")
-                    logger.info("Taking over the aggregation of job %s from a worker that went quiet", job_id)
-                    self._start(entry_id, job_id)
-            except StoreUnavailable as e:
-                logger.warning("Claiming stale aggregations failed (%s)", e)
-            except Exception:
-                logger.exception("Claiming stale aggregations failed")
-
-    def _start(self, entry_id: str, job_id: str) -> None:
+    async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
+        job_id = fields.get("jobId", "")
         if not job_id:
             logger.warning("Dropping a malformed aggregation queue entry %s", entry_id)
-            self._spawn_ack(entry_id)
-            return
-        if job_id in self._inflight:
-            return  # already ours and in progress (claimed back after a pause, say)
-        task = asyncio.create_task(self._process(entry_id, job_id), name=f"aggregate:{job_id}")
-        self._inflight[job_id] = task
-        task.add_done_callback(lambda _: self._finished(job_id))
-
-    def _finished(self, job_id: str) -> None:
-        self._inflight.pop(job_id, None)
-        self._slot.set()
-
-    def _spawn_ack(self, entry_id: str) -> None:
-        async def ack() -> None:
             with contextlib.suppress(StoreUnavailable):
                 await self.queue.done(entry_id)
-
-        task = asyncio.create_task(ack())
-        self._inflight[f"\0{entry_id}"] = task
-        task.add_done_callback(lambda _: self._finished(f"\0{entry_id}"))
-
-    # --- doing it ----------------------------------------------------------------------------------
+            return
+        await self._process(entry_id, job_id)
 
     async def _process(self, entry_id: str, job_id: str) -> None:
         try:
@@ -142,11 +80,7 @@ class AggregationService:
             if attempt is None:
                 await self.queue.done(entry_id)  # finished, cancelled or expired meanwhile
                 return
-            keeper = asyncio.create_task(self._keep(entry_id))
-            try:
-                outcome = await self._aggregate(attempt)
-            finally:
-                keeper.cancel()
+            outcome = await self._aggregate(attempt)
             status, result, reason = self._result(attempt, outcome)
             done, _ = await self.store.finish_job(job_id, status, result=result, reason=reason, attempt=attempt.number)
             if done:
@@ -215,15 +149,6 @@ class AggregationService:
             {"aggregatedResults": features, "clientList": attempt.clients, "metadata": metadata},
             "",
         )
-
-    async def _keep(self, entry_id: str) -> None:
-        interval = max(self.claim_idle_ms / 3000, 0.1)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.queue.keep(entry_id)
-            except StoreUnavailable as e:
-                logger.warning("Could not refresh the claim on %s: %s", entry_id, e)
 
     # --- deadlines ---------------------------------------------------------------------------------
 

@@ -22,8 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from orchestrator.aggregation.queue import WorkQueue
-from orchestrator.aio import first, pause
+from orchestrator.aggregation.queue import QueueWorkers, WorkQueue
 from orchestrator.errors import JobNotFound
 from orchestrator.models import JobStatus, iso_ms
 from orchestrator.results.formats import payload, summary_lines
@@ -38,91 +37,37 @@ GROUP = "deliverers"
 _SHUTDOWN_GRACE = 5.0
 
 
-class DeliveryService:
+class DeliveryService(QueueWorkers):
+    what = "delivery"
+
     def __init__(self, store: JobStore, settings: Settings, session: aiohttp.ClientSession, consumer: str) -> None:
+        super().__init__(
+            WorkQueue(store, consumer, stream=store.keys.delivery_queue, group=GROUP),
+            slots=settings.delivery_workers,
+            claim_idle=settings.delivery_claim_idle_seconds,
+        )
         self.store = store
         self.settings = settings
         self.session = session
-        self.queue = WorkQueue(store, consumer, stream=store.keys.delivery_queue, group=GROUP)
-        self.claim_idle_ms = int(settings.delivery_claim_idle_seconds * 1000)
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._slot = asyncio.Event()
         headers = dict(settings.results_api_headers)
         if settings.results_api_token:
             headers["Authorization"] = f"Bearer {settings.results_api_token}"
         self.headers = headers
 
-    @property
-    def free_slots(self) -> int:
-        return self.settings.delivery_workers - len(self._inflight)
-
     async def run(self, stop: asyncio.Event) -> None:
-        if self.settings.delivery_workers <= 0:
-            return
-        tasks = [asyncio.create_task(self._read_loop(stop)), asyncio.create_task(self._claim_loop(stop))]
+        tasks = self.loops(stop)
         try:
             await stop.wait()
         finally:
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             # Let deliveries under way finish (a file half-written is cleaned up, but a request cut
             # short is sent again by another replica): a short grace, then cancel what is left.
-            inflight = list(self._inflight.values())
-            if inflight:
-                await asyncio.wait(inflight, timeout=_SHUTDOWN_GRACE)
-            for task in inflight:
-                task.cancel()
-            await asyncio.gather(*tasks, *inflight, return_exceptions=True)
+            await self.stop_inflight(_SHUTDOWN_GRACE)
 
-    async def _read_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.queue.ensure_group()
-                break
-            except StoreUnavailable as e:
-                logger.warning("Delivery queue unavailable (%s); retrying", e)
-                await pause(stop, 1.0)
-        while not stop.is_set():
-            if self.free_slots <= 0:
-                self._slot.clear()
-                await first(self._slot.wait(), stop.wait())
-                continue
-            try:
-                entries = await self.queue.read(self.free_slots, block_ms=1000)
-            except StoreUnavailable as e:
-                logger.warning("Reading the delivery queue failed (%s); retrying", e)
-                await pause(stop, 1.0)
-                continue
-            for entry_id, fields in entries:
-                self._start(entry_id, fields)
-
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await pause(stop, max(self.settings.delivery_claim_idle_seconds / 2, 0.2))
-            if self.free_slots <= 0 or stop.is_set():
-                continue
-            try:
-                for entry_id, fields in await self.queue.claim_stale(self.claim_idle_ms, self.free_slots):
-                    logger.info("Taking over delivery %s of job %s", fields.get("destination"), fields.get("jobId"))
-                    self._start(entry_id, fields)
-            except StoreUnavailable as e:
-                logger.warning("Claiming stale deliveries failed (%s)", e)
-
-    def _start(self, entry_id: str, fields: dict[str, str]) -> None:
-        if entry_id in self._inflight:
-            return
-        task = asyncio.create_task(self._process(entry_id, fields))
-        self._inflight[entry_id] = task
-
-        def finished(_: asyncio.Task[None]) -> None:
-            self._inflight.pop(entry_id, None)
-            self._slot.set()
-
-        task.add_done_callback(finished)
-
-    async def _process(self, entry_id: str, fields: dict[str, str]) -> None:
+    async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         job_id, destination = fields.get("jobId", ""), fields.get("destination", "")
-        keeper = asyncio.create_task(self._keep(entry_id))
         try:
             await self._deliver(job_id, destination, int(fields.get("version") or 0))
             await self.queue.done(entry_id)
@@ -132,8 +77,6 @@ class DeliveryService:
             raise
         except Exception:
             logger.exception("Delivery %s of job %s failed unexpectedly; it will be retried", destination, job_id)
-        finally:
-            keeper.cancel()
 
     async def _deliver(self, job_id: str, destination: str, version: int) -> None:
         record = await self.store.delivery(job_id, destination)
@@ -216,15 +159,6 @@ class DeliveryService:
             )
             await asyncio.sleep(wait)
             delay = min(delay * 2, self.settings.delivery_max_backoff_seconds)
-
-    async def _keep(self, entry_id: str) -> None:
-        interval = max(self.claim_idle_ms / 3000, 0.1)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.queue.keep(entry_id)
-            except StoreUnavailable as e:
-                logger.warning("Could not refresh the claim on delivery %s: %s", entry_id, e)
 
 
 def log_results(job_id: str, result: dict[str, Any]) -> None:
