@@ -75,6 +75,8 @@ async def run(args: argparse.Namespace) -> None:
         "LOG_DIR": tempfile.mkdtemp(prefix="agg-logs-"),
         "LOG_LEVEL": "WARNING",
         "SMPC_COORDINATOR_URL": f"http://127.0.0.1:{coordinator_port}",
+        # Delivery is measured apart; here, nothing to write.
+        "ENABLE_FILESYSTEM_SAVING": "false",
     }
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "orchestrator", "serve", env=env, cwd=REPO, stderr=asyncio.subprocess.DEVNULL
