@@ -38,11 +38,11 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except ApiError as e:
-        logger.warning("%s %s -> %d %s: %s", request.method, request.raw_path, e.status, e.code, e.message)
+        logger.warning("%s %s -> %d %s: %s", request.method, request.rel_url.raw_path, e.status, e.code, e.message)
         response = web.json_response(e.body(), status=e.status)
     except StoreUnavailable as e:
         retry_after = request.app[SETTINGS].retry_after_seconds
-        logger.error("%s %s: %s", request.method, request.raw_path, e)
+        logger.error("%s %s: %s", request.method, request.rel_url.raw_path, e)
         response = error_response(
             503,
             "redis_unavailable",
@@ -56,15 +56,17 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = _HTTP_CODES.get(e.status, "http_error")
         message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
         headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
-        logger.warning("%s %s -> %d %s: %s", request.method, request.raw_path, e.status, code, message or e.reason)
+        logger.warning(
+            "%s %s -> %d %s: %s", request.method, request.rel_url.raw_path, e.status, code, message or e.reason
+        )
         response = error_response(e.status, code, message or e.reason, headers=headers)
     except Exception:
-        logger.exception("Unhandled error on %s %s", request.method, request.raw_path)
+        logger.exception("Unhandled error on %s %s", request.method, request.rel_url.raw_path)
         response = error_response(500, "internal_error", "Internal error; it has been logged.")
     elapsed = time.perf_counter() - started
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     request.app[METRICS].observe_request(request.method, route, response.status, elapsed)
     if request.app[SETTINGS].access_log:
-        log_access(request.method, request.raw_path, response.status, elapsed)
+        log_access(request.method, request.rel_url.raw_path, response.status, elapsed)
     return response

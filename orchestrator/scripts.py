@@ -111,7 +111,7 @@ return {'recorded', created, triggered, status, done, total, version, ''}
 
 # Expire one job whose last change is older than its TTL.
 # KEYS[1] job hash  KEYS[2] updatedClients  KEYS[3] clientTimes  KEYS[4] events  KEYS[5] the job's tombstone
-# KEYS[6..] jobs:created, jobs:updated, jobs:deadlines and one status index per JobStatus
+# KEYS[6] deliveries  KEYS[7..] jobs:created, jobs:updated, jobs:deadlines and one status index per JobStatus
 # ARGV[1] jobId  ARGV[2] cutoff (epoch ms: expire only if updatedAt <= cutoff)  ARGV[3] now (ISO)
 # ARGV[4] events channel  ARGV[5] how long the tombstone is kept (ms)
 # Returns 1 when this call expired the job, 0 when it was already gone or has changed since.
@@ -123,13 +123,13 @@ local updated = redis.call('HGET', job, 'updatedAt')
 if updated and tonumber(updated) > tonumber(ARGV[2]) then
   return 0
 end
-for i = 6, #KEYS do redis.call('ZREM', KEYS[i], job_id) end
+for i = 7, #KEYS do redis.call('ZREM', KEYS[i], job_id) end
 if not updated then
   return 0
 end
 local version = redis.call('HINCRBY', job, 'version', 1)
 local status = redis.call('HGET', job, 'status')
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6])
 redis.call('SET', KEYS[5], version, 'PX', tonumber(ARGV[5]))
 redis.call('PUBLISH', ARGV[4], cjson.encode({type = 'job.expired', jobId = job_id, version = version,
   at = ARGV[3], status = status}))
@@ -170,6 +170,8 @@ if outcome == 'COMPLETED' then
   local suffix = nil
   if ARGV[3] ~= '' then suffix = '"finalResult":' .. ARGV[3] end
   version = emit(job, events, job_id, at, history, channel, 'job.completed', {status = outcome}, suffix)
+  -- The version of this result: deliveries (and their Idempotency-Key) refer to it, retries too.
+  redis.call('HSET', job, 'resultVersion', version)
   for destination in string.gmatch(ARGV[12], '[^,]+') do
     redis.call('HSET', KEYS[8], destination, '{"state":"pending","attempts":0}')
     redis.call('XADD', KEYS[9], '*', 'jobId', job_id, 'destination', destination, 'version', version)
@@ -273,8 +275,13 @@ if tonumber(current[4] or '0') > now then
 end
 local reported = redis.call('SMEMBERS', KEYS[6])
 table.sort(reported)
+local named = reported
+if #reported > 20 then
+  named = {unpack(reported, 1, 20)}
+  table.insert(named, 'and ' .. (#reported - 20) .. ' more')
+end
 local reason = ARGV[2] .. ': ' .. current[5] .. ' of ' .. current[6] .. ' clients reported ('
-  .. table.concat(reported, ', ') .. '); ' .. (tonumber(current[6]) - tonumber(current[5])) .. ' never did'
+  .. table.concat(named, ', ') .. '); ' .. (tonumber(current[6]) - tonumber(current[5])) .. ' never did'
 redis.call('HSET', job, 'status', 'FAILED', 'failureReason', reason, 'completedAt', now, 'updatedAt', now)
 redis.call('ZREM', KEYS[3], job_id)
 redis.call('ZREM', KEYS[8], job_id)
@@ -320,13 +327,19 @@ return 1
 # with ('' for none: an attempt that will be retried)  ARGV[5] the event's extra members (raw JSON, no
 # braces)  ARGV[6] now (epoch ms)  ARGV[7] now (ISO)  ARGV[8] key TTL ms  ARGV[9] history size
 # ARGV[10] events channel
-# Returns 1 when recorded, 0 when there is no such delivery or it was already delivered (final).
+# Returns 1 when recorded, 0 when there is no such delivery (or job) or it is already final.
 DELIVERY_UPDATE = (
     _EMIT
     + """
 local job, events, deliveries, job_id = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local current = redis.call('HGET', deliveries, ARGV[2])
-if not current or cjson.decode(current).state == 'delivered' then
+if not current or redis.call('EXISTS', job) == 0 then
+  return 0  -- no such delivery, or its job has expired meanwhile
+end
+local state = cjson.decode(current).state
+-- Delivered is final; failed is final too (until the retry endpoint queues it again), so a stale
+-- worker cannot turn it back into pending, and a replayed call announces nothing twice.
+if state == 'delivered' or state == 'failed' then
   return 0
 end
 redis.call('HSET', deliveries, ARGV[2], ARGV[3])
@@ -342,7 +355,7 @@ return 1
 # ARGV[1] jobId
 # Returns the destinations queued again, or {'-1'} when the job is not COMPLETED.
 DELIVERY_RETRY = """
-local current = redis.call('HMGET', KEYS[1], 'status', 'version')
+local current = redis.call('HMGET', KEYS[1], 'status', 'resultVersion')
 if current[1] ~= 'COMPLETED' then
   return {'-1'}
 end

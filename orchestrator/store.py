@@ -398,6 +398,7 @@ class JobStore:
                     keys=[
                         *self.keys.job_keys(job_id),
                         self.keys.tombstone(job_id),
+                        self.keys.deliveries(job_id),
                         self.keys.jobs_by_created,
                         self.keys.jobs_by_updated,
                         self.keys.jobs_by_deadline,

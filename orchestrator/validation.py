@@ -19,6 +19,8 @@ MAX_SCHEMA_FEATURES = 10_000
 MAX_NAME_LENGTH = 256
 MAX_PAGE = 500
 MAX_DEADLINE_SECONDS = 30 * 86400
+# The longest statistics vector a schema may describe (offset + length), and the most categories.
+MAX_VECTOR = 1_000_000
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -209,6 +211,13 @@ def canonical_schema(schema: Any) -> str:
                 code="invalid_schema",
                 field=f"{where}.fields",
             )
+    for offset, length, i in spans:
+        if offset + length > MAX_VECTOR:
+            raise ValidationError(
+                f"'schema[{i}]' ends at {offset + length}; a schema may describe at most {MAX_VECTOR} values",
+                code="invalid_schema",
+                field=f"schema[{i}]",
+            )
     spans.sort()
     for (off_a, len_a, i_a), (off_b, _, i_b) in itertools.pairwise(spans):
         if off_a + len_a > off_b:
@@ -235,7 +244,7 @@ def _optional_count(feature: dict[str, Any], key: str, where: str) -> int | None
     value = feature.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 10**9:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > MAX_VECTOR:
         raise ValidationError(
             f"'{where}.{key}' must be a non-negative integer, got {_short(value)}",
             code="invalid_schema",

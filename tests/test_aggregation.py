@@ -106,6 +106,7 @@ async def test_job_id_is_url_encoded(agg_client: Callable[..., Any], coordinator
         ([], [(200, {"status": "FAILED", "message": "node crashed"})], "FAILED:computation FAILED: node crashed"),
         ([], [(200, {"status": "COMPLETED", "computationOutput": [1, 2]})], "FAILED:the aggregate has 2 values"),
         ([], [(200, {"status": "COMPLETED"})], "FAILED:without a computationOutput"),
+        ([], [(200, {"status": "COMPLETED", "computationOutput": [*OUTPUT[:-1], 10**400]})], "FAILED:out of range"),
     ],
 )
 async def test_coordinator_answers(
@@ -239,3 +240,17 @@ async def test_a_forged_callback_is_refused(agg_client: Callable[..., Any], coor
     assert resp.status == 403
     assert (await resp.json())["error"]["code"] == "invalid_token"
     assert (await (await client.get("/api/job-status/forge")).json())["status"] == "AGGREGATING"
+
+
+async def test_derived_values_that_are_not_numbers_fail_at_once(
+    agg_client: Callable[..., Any], coordinator: FakeCoordinator
+) -> None:
+    client = await agg_client()
+    schema = [{"name": "b", "dataType": "BOOLEAN"}]
+    coordinator.outputs["tiny"] = [1e-300, 1e300]  # a percentage of infinity
+    for cid in ("a", "b"):
+        body = {"jobId": "tiny", "clientId": cid, "totalClients": 2, "schema": schema}
+        assert (await client.post("/api/update", json=body)).status == 200
+    status = await final_status(client, "tiny", within=5)
+    assert status["status"] == "FAILED"
+    assert status["failureReason"].startswith("cannot decode the aggregate")

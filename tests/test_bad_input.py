@@ -150,6 +150,13 @@ CASES: list[tuple[str, bytes, str, int, str]] = [
         "invalid_schema",
     ),
     (
+        "schema describing a huge vector",
+        body(schema=[{"name": "a", "dataType": "NUMERIC", "offset": 0, "length": 10**9}]),
+        "application/json",
+        400,
+        "invalid_schema",
+    ),
+    (
         "schema too many features",
         body(schema=[{"name": f"f{i}", "dataType": "BOOLEAN"} for i in range(10_001)]),
         "application/json",

@@ -241,3 +241,23 @@ def test_known_json_and_text() -> None:
         "Feature 2/2: is_employed (BOOLEAN)\n"
         "  → NotNull: 1000, True: 750, Percentage: 75.0%\n"
     )
+
+
+async def test_a_final_delivery_state_is_not_overwritten(
+    delivery_client: Callable[..., Any], results_api: FakeResultsApi
+) -> None:
+    results_api.fail_first = 1
+    results_api.fail_status = 400
+    client = await delivery_client(enable_filesystem_saving=False)
+    await complete_job(client, "final")
+    await deliveries_settled(client, "final")
+    store = client.app[STORE]
+    # A stale worker, or a replayed call, cannot bring a dead-lettered delivery back to pending.
+    assert not await store.record_delivery("final", "api", {"state": "pending", "attempts": 1})
+    assert not await store.record_delivery("final", "api", {"state": "failed", "attempts": 9}, event="delivery.failed")
+    assert (await store.delivery("final", "api"))["attempts"] == 1
+    events = [e["type"] for e in await store.event_history("final")]
+    assert events.count("delivery.failed") == 1
+    # A delivery of a job that has expired records nothing (and creates no stray job).
+    assert not await store.record_delivery("never", "api", {"state": "delivered"})
+    assert (await client.get("/api/job-status/never")).status == 404

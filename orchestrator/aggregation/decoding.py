@@ -26,6 +26,8 @@ DEFAULT_FIELDS: dict[str, list[str]] = {
     "CATEGORICAL": ["numOfNotNull"],
 }
 _SECURE_SUM_NUMERIC = ["count", "sum", "sumOfSquares"]
+# No sum of statistics the clients send comes near this; anything beyond is a broken aggregate.
+MAX_VALUE = 1e18
 
 
 class DecodingError(ValueError):
@@ -72,6 +74,8 @@ def parse_number(value: Any, index: int) -> Number:
     if isinstance(value, bool):
         raise DecodingError(f"value {index} is a boolean, not a number")
     if isinstance(value, int):
+        if abs(value) > MAX_VALUE:
+            raise DecodingError(f"value {index} is out of range: {str(value)[:40]}")
         return value
     if isinstance(value, float):
         number: Number = value
@@ -86,21 +90,43 @@ def parse_number(value: Any, index: int) -> Number:
                 raise DecodingError(f"value {index} is not a number: {value[:40]!r}") from None
     else:
         raise DecodingError(f"value {index} is not a number: {type(value).__name__}")
-    if isinstance(number, float):
-        if not math.isfinite(number):
-            raise DecodingError(f"value {index} is not finite: {value!r}")
-        if number.is_integer() and abs(number) < 2**53:
-            return int(number)
+    if isinstance(number, float) and not math.isfinite(number):
+        raise DecodingError(f"value {index} is not finite: {value!r}")
+    if abs(number) > MAX_VALUE:
+        raise DecodingError(f"value {index} is out of range: {str(value)[:40]}")
+    if isinstance(number, float) and number.is_integer() and abs(number) < 2**53:
+        return int(number)
     return number
+
+
+def expected_length(schema: Sequence[dict[str, Any]]) -> int:
+    """How many values the schema describes, without building anything per value."""
+    position = 0
+    for feature in schema:
+        if feature.get("fields"):
+            length = len(feature["fields"])
+        elif feature.get("length") is not None:
+            length = int(feature["length"])
+        else:
+            categories = feature.get("categories")
+            if isinstance(categories, list) and all(isinstance(c, str) for c in categories) and categories:
+                length = 1 + len(categories)
+            else:
+                length = len(DEFAULT_FIELDS.get(str(feature["dataType"]), ["numOfNotNull"]))
+        offset = int(feature["offset"]) if feature.get("offset") is not None else position
+        position = max(position, offset + length)
+    return position
 
 
 def decode(schema: Sequence[dict[str, Any]], output: Sequence[Any], *, clients: int) -> list[dict[str, Any]]:
     """Per-feature statistics from the aggregated ``output``; DecodingError if it does not fit."""
-    features, expected = layout(schema)
     if not isinstance(output, (list, tuple)):
         raise DecodingError(f"the aggregate is not a list of numbers but {type(output).__name__}")
+    expected = expected_length(schema)
+    # Checked before laying the schema out value by value: a wrong output must cost nothing.
     if len(output) != expected:
         raise DecodingError(f"the aggregate has {len(output)} values; the schema describes {expected}")
+    features, _ = layout(schema)
     values = [parse_number(v, i) for i, v in enumerate(output)]
     return [_decode_feature(f, values[f.offset : f.offset + len(f.fields)], clients) for f in features]
 

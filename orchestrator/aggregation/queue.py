@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
+from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
@@ -20,6 +20,30 @@ from orchestrator.store import JobStore, StoreUnavailable
 logger = logging.getLogger(__name__)
 
 GROUP = "aggregators"
+
+# KEYS[1] stream  ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id
+# Reset the entry's idle time only if this consumer owns it. Returns 1 if so, else 0.
+_KEEP_IF_OWNED = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[2] then
+  return 0
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
+# KEYS[1] stream  ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id
+# Acknowledge and delete the entry only if this consumer owns it (or nobody does any more: it was
+# acknowledged already). Returns 1 when done, 0 when another consumer owns it.
+_DONE_IF_OWNED = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #pending > 0 and pending[1][2] ~= ARGV[2] then
+  return 0
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 1
+"""
 
 
 class WorkQueue:
@@ -31,6 +55,9 @@ class WorkQueue:
         self.stream = stream or store.keys.aggregation_queue
         self.group = group
         self.consumer = consumer
+        self._cursor = "0-0"
+        self._keep = store.redis.register_script(_KEEP_IF_OWNED)
+        self._done = store.redis.register_script(_DONE_IF_OWNED)
 
     async def ensure_group(self) -> None:
         async with self.store.guard("queue"):
@@ -56,27 +83,26 @@ class WorkQueue:
         return [(entry_id, fields) for _, entries in streams for entry_id, fields in entries]
 
     async def claim_stale(self, min_idle_ms: int, count: int) -> list[tuple[str, dict[str, str]]]:
-        """Entries another worker left pending for longer than ``min_idle_ms``, now ours."""
+        """Entries another worker left pending for longer than ``min_idle_ms``, now ours. Each call goes
+        on from where the last one stopped (Redis scans a bounded stretch of the pending list per call)."""
         async with self.store.guard("queue"):
             reply = await self.redis.xautoclaim(
-                self.stream, self.group, self.consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+                self.stream, self.group, self.consumer, min_idle_time=min_idle_ms, start_id=self._cursor, count=count
             )
+        self._cursor = str(reply[0])
         entries = cast(list[tuple[str, dict[str, str]]], reply[1])
         return [(entry_id, fields) for entry_id, fields in entries if fields]
 
-    async def keep(self, entry_id: str) -> None:
-        """Reset the entry's idle time, so nobody takes over a job still being aggregated."""
+    async def keep(self, entry_id: str) -> bool:
+        """Reset the entry's idle time, so nobody takes it over while it is worked on; False when it is
+        no longer ours (another worker took it over after a stall of ours)."""
         async with self.store.guard("queue"):
-            await self.redis.xclaim(
-                self.stream, self.group, self.consumer, min_idle_time=0, message_ids=[entry_id], justid=True
-            )
+            return bool(await self._keep(keys=[self.stream], args=[self.group, self.consumer, entry_id]))
 
-    async def done(self, entry_id: str) -> None:
-        """Acknowledge and delete the entry: the job is finished (or needs nothing more)."""
-        async with self.store.guard("queue"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, self.group, entry_id)
-            pipe.xdel(self.stream, entry_id)
-            await pipe.execute()
+    async def done(self, entry_id: str) -> bool:
+        """Acknowledge and delete the entry, if it is still ours; False when another worker has it."""
+        async with self.store.guard("queue"):
+            return bool(await self._done(keys=[self.stream], args=[self.group, self.consumer, entry_id]))
 
 
 class QueueWorkers:
@@ -164,18 +190,28 @@ class QueueWorkers:
         task.add_done_callback(finished)
 
     async def _run(self, entry_id: str, fields: dict[str, str]) -> None:
-        keeper = asyncio.create_task(self._keep(entry_id))
+        handler = asyncio.current_task()
+        assert handler is not None
+        keeper = asyncio.create_task(self._keep(entry_id, handler))
         try:
             await self.handle(entry_id, fields)
+        except asyncio.CancelledError:
+            if keeper.done() and not keeper.cancelled():
+                return  # stopped because the entry is not ours any more
+            raise
         finally:
             keeper.cancel()
 
-    async def _keep(self, entry_id: str) -> None:
+    async def _keep(self, entry_id: str, handler: asyncio.Task[Any]) -> None:
         interval = max(self.claim_idle / 3, 0.1)
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.queue.keep(entry_id)
+                if not await self.queue.keep(entry_id):
+                    # Taken over after a stall of ours: the new owner carries on, this handler stops.
+                    logger.warning("%s entry %s was taken over by another worker; stopping here", self.what, entry_id)
+                    handler.cancel()
+                    return
             except StoreUnavailable as e:
                 logger.warning("Could not refresh the claim on %s entry %s: %s", self.what, entry_id, e)
 

@@ -11,6 +11,7 @@ Everything happens before the job's aggregation deadline.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import secrets
@@ -26,6 +27,8 @@ from orchestrator.models import Attempt
 logger = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({408, 411, 425, 429, 500, 502, 503, 504})
+# The largest get-result body read: a vector of a million numbers fits.
+MAX_RESULT_BYTES = 32 * 1024 * 1024
 
 
 class SmpcBackend:
@@ -121,7 +124,7 @@ class SmpcBackend:
                     if resp.status != 200:
                         logger.warning("Coordinator answered %d polling job %s", resp.status, context.attempt.job_id)
                         continue
-                    data = await resp.json(content_type=None)
+                    data = await _json_body(resp, MAX_RESULT_BYTES)
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
                 logger.warning("Polling job %s failed (%s); retrying", context.attempt.job_id, e or type(e).__name__)
                 continue
@@ -149,12 +152,23 @@ def _outcome(data: dict[str, Any]) -> Outcome | None:
     return None
 
 
+async def _json_body(resp: aiohttp.ClientResponse, limit: int) -> Any:
+    """The response's JSON, refusing a body over ``limit`` bytes (a broken or hostile coordinator)."""
+    raw = await resp.content.read(limit + 1)
+    if len(raw) > limit:
+        raise ValueError(f"response body over {limit} bytes")
+    return json.loads(raw, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 async def _message(resp: aiohttp.ClientResponse) -> str:
     try:
-        data: Any = await resp.json(content_type=None)
+        data: Any = await _json_body(resp, 4096)
     except (ValueError, aiohttp.ClientError):
-        text = await resp.text(errors="replace")
-        return text[:300] or resp.reason or ""
+        return resp.reason or ""
     if isinstance(data, dict):
         for key in ("message", "error", "detail"):
             if data.get(key):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -101,6 +102,8 @@ class AggregationService(QueueWorkers):
                     job_id,
                     attempt.number,
                 )
+                if (job := await self.store.find_job(job_id)) is not None and job.status is JobStatus.AGGREGATING:
+                    return  # a newer attempt owns the job and its queue entry: leave that to it
             await self.queue.done(entry_id)
         except StoreUnavailable as e:
             # The entry stays pending: this or another worker takes it up again after the claim idle time.
@@ -139,11 +142,19 @@ class AggregationService(QueueWorkers):
             return JobStatus.COMPLETED, {**outcome.result, "metadata": metadata}, ""
         assert isinstance(outcome, Vector)
         if not attempt.schema:
+            try:
+                json.dumps(outcome.values, allow_nan=False)
+            except (ValueError, TypeError) as e:
+                return JobStatus.FAILED, None, f"the aggregate is not a list of JSON numbers: {e}"
             return JobStatus.COMPLETED, {"aggregatedResults": [], "rawOutput": outcome.values, "metadata": metadata}, ""
         try:
             features = decode(attempt.schema, outcome.values, clients=len(attempt.clients))
+            # Derived values (a percentage of a tiny count, say) may still not be JSON numbers.
+            json.dumps(features, allow_nan=False)
         except DecodingError as e:
             return JobStatus.FAILED, None, f"cannot decode the aggregate: {e}"
+        except (ValueError, ArithmeticError) as e:
+            return JobStatus.FAILED, None, f"cannot decode the aggregate: {e.__class__.__name__}: {e}"
         return (
             JobStatus.COMPLETED,
             {"aggregatedResults": features, "clientList": attempt.clients, "metadata": metadata},

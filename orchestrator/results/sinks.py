@@ -80,7 +80,7 @@ async def send_api(
         async with session.post(
             url, json=data, headers=all_headers, timeout=aiohttp.ClientTimeout(total=request_timeout)
         ) as resp:
-            text = (await resp.text(errors="replace"))[:200]
+            text = (await resp.content.read(1024)).decode("utf-8", "replace")[:200]
             if resp.status < 300:
                 return Delivered({"httpStatus": resp.status})
             if resp.status in _RETRY_STATUSES:

@@ -148,7 +148,10 @@ class DeliveryService(QueueWorkers):
                 job_id, destination, {"state": "pending", "attempts": attempts, "lastError": outcome.reason}
             )
             assert isinstance(outcome, Retry)
-            wait = outcome.retry_after if outcome.retry_after is not None else delay * (0.5 + random.random())
+            wait = delay * (0.5 + random.random())
+            if outcome.retry_after is not None:
+                # Honoured, within our own cap: a receiver cannot park a worker for hours.
+                wait = min(outcome.retry_after, self.settings.delivery_max_backoff_seconds)
             logger.warning(
                 "Delivery of job %s to %s failed (attempt %d): %s; retrying in %.1fs",
                 job_id,
