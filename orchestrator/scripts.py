@@ -294,16 +294,21 @@ return {1, version}
 """
 )
 
-# Keep the token the coordinator must present when it calls back with the result.
-# KEYS[1] job hash  ARGV[1] attempt  ARGV[2] token
-# Returns 1 when stored, 0 when the attempt no longer owns the job.
-SET_CALLBACK_TOKEN = """
-local current = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+# About to trigger the coordinator: keep the token it must present when it calls back with the result.
+# KEYS[1] job hash  ARGV[1] attempt  ARGV[2] a new token
+# Returns {0, ''} when the attempt no longer owns the job; {1, token} when this is the first trigger of
+# the job; {2, the earlier token} when an earlier attempt got this far (its trigger may have reached
+# the coordinator: ask it before triggering again, and keep the token it may call back with).
+PREPARE_TRIGGER = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'callbackToken')
 if current[1] ~= 'AGGREGATING' or current[2] ~= ARGV[1] then
-  return 0
+  return {0, ''}
+end
+if current[3] then
+  return {2, current[3]}
 end
 redis.call('HSET', KEYS[1], 'callbackToken', ARGV[2])
-return 1
+return {1, ARGV[2]}
 """
 
 # Store what the coordinator pushed to our returnUrl, for the worker polling the job to pick up.

@@ -62,7 +62,7 @@ class JobStore:
         self._start_attempt = redis.register_script(scripts.START_ATTEMPT)
         self._mark_triggered = redis.register_script(scripts.MARK_TRIGGERED)
         self._fail_collection = redis.register_script(scripts.FAIL_OVERDUE_COLLECTION)
-        self._set_callback_token = redis.register_script(scripts.SET_CALLBACK_TOKEN)
+        self._prepare_trigger = redis.register_script(scripts.PREPARE_TRIGGER)
         self._store_callback = redis.register_script(scripts.STORE_CALLBACK)
         self._delivery_update = redis.register_script(scripts.DELIVERY_UPDATE)
         self._delivery_retry = redis.register_script(scripts.DELIVERY_RETRY)
@@ -223,10 +223,14 @@ class JobStore:
             done = await self._mark_triggered(keys=[self.keys.job(attempt.job_id)], args=[attempt.number, now_ms()])
         return bool(done)
 
-    async def set_callback_token(self, attempt: Attempt, token: str) -> bool:
+    async def prepare_trigger(self, attempt: Attempt, token: str) -> tuple[str, bool] | None:
+        """Before triggering an external aggregator: the callback token to give it, and whether an earlier
+        attempt got this far (so may have triggered it already); None if the attempt no longer owns the job."""
         async with self.guard("callback"):
-            done = await self._set_callback_token(keys=[self.keys.job(attempt.job_id)], args=[attempt.number, token])
-        return bool(done)
+            outcome, kept = await self._prepare_trigger(
+                keys=[self.keys.job(attempt.job_id)], args=[attempt.number, token]
+            )
+        return None if int(outcome) == 0 else (str(kept), int(outcome) == 2)
 
     async def store_callback(self, job_id: str, token: str, result: dict[str, Any]) -> int:
         """Keep a coordinator's pushed result: 1 stored, 0 the job is not aggregating, -1 wrong token."""

@@ -254,3 +254,42 @@ async def test_derived_values_that_are_not_numbers_fail_at_once(
     status = await final_status(client, "tiny", within=5)
     assert status["status"] == "FAILED"
     assert status["failureReason"].startswith("cannot decode the aggregate")
+
+
+async def test_a_trigger_an_earlier_attempt_may_have_made_is_not_repeated(
+    agg_client: Callable[..., Any], coordinator: FakeCoordinator
+) -> None:
+    import time
+
+    import aiohttp
+
+    from orchestrator.aggregation.backends import Vector
+    from orchestrator.aggregation.smpc import SmpcBackend
+    from orchestrator.aggregation.worker import _Context
+    from orchestrator.typedefs import SETTINGS
+
+    client = await agg_client(aggregation_workers=0)
+    coordinator.outputs["re"] = OUTPUT  # the coordinator knows the job (and has its result)
+    await report_all(client, "re", 3)
+    store = client.app[STORE]
+    dead = await store.start_attempt("re", "worker-that-died")
+    assert dead is not None
+    # The first attempt got as far as triggering, then died before recording it.
+    assert await store.prepare_trigger(dead, "first-token") == ("first-token", False)
+    second = await store.start_attempt("re", "new-worker")
+    assert second is not None and not second.triggered
+    async with aiohttp.ClientSession() as session:
+        backend = SmpcBackend(
+            session,
+            client.app[SETTINGS].smpc_coordinator_url or "",
+            request_timeout=1,
+            poll_interval=0.05,
+            max_poll_interval=0.1,
+        )
+        outcome = await backend.aggregate(_Context(store, second, time.time() + 10))
+    assert isinstance(outcome, Vector)
+    assert coordinator.triggers.get("re", 0) == 0  # asked, found it known, polled: no second trigger
+    # The token the coordinator may call back with is kept.
+    third = await store.start_attempt("re", "another")
+    assert third is not None
+    assert await store.prepare_trigger(third, "other") == ("first-token", True)

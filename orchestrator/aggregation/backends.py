@@ -46,8 +46,10 @@ class AttemptContext(Protocol):
         triggering again); False if this attempt no longer owns the job."""
         ...
 
-    async def set_callback_token(self, token: str) -> bool:
-        """Keep the token an external aggregator must present to push its result back."""
+    async def prepare_trigger(self, token: str) -> tuple[str, bool] | None:
+        """Before triggering an external aggregator: the token it must present to push its result back
+        (``token``, or the one an earlier attempt gave it), and whether an earlier attempt may have
+        triggered it already; None if this attempt no longer owns the job."""
         ...
 
     async def callback_result(self) -> dict[str, Any] | None:

@@ -57,18 +57,35 @@ class SmpcBackend:
         attempt = context.attempt
         job = quote(attempt.job_id, safe="")
         if not attempt.triggered:
-            body: dict[str, Any] = {"computationType": "sum", "clients": attempt.clients}
-            if self.callback_base:
-                token = secrets.token_urlsafe(24)
-                if not await context.set_callback_token(token):
-                    return Failed("superseded by a newer aggregation attempt")
-                body["returnUrl"] = f"{self.callback_base}/api/smpc/callback/{job}?token={token}"
-            refused = await self._trigger(job, attempt, body)
-            if refused is not None:
-                return refused
+            prepared = await context.prepare_trigger(secrets.token_urlsafe(24))
+            if prepared is None:
+                return Failed("superseded by a newer aggregation attempt")
+            token, earlier = prepared
+            # An earlier attempt died between its trigger and recording it: if the coordinator knows the
+            # job, triggering again could start a second computation (or be refused): just poll.
+            if not (earlier and await self._known(job)):
+                body: dict[str, Any] = {"computationType": "sum", "clients": attempt.clients}
+                if self.callback_base:
+                    body["returnUrl"] = f"{self.callback_base}/api/smpc/callback/{job}?token={token}"
+                refused = await self._trigger(job, attempt, body)
+                if refused is not None:
+                    return refused
             if not await context.mark_triggered():
                 return Failed("superseded by a newer aggregation attempt")
         return await self._poll(job, context)
+
+    async def _known(self, job: str) -> bool:
+        """Whether the coordinator already has the job (get-result answers 200 with a status)."""
+        try:
+            async with self.session.get(
+                f"{self.base_url}/api/get-result/job-id/{job}", timeout=self._timeout()
+            ) as resp:
+                if resp.status != 200:
+                    return False
+                data = await _json_body(resp, MAX_RESULT_BYTES)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            return False
+        return isinstance(data, dict) and bool(data.get("status"))
 
     async def _trigger(self, job: str, attempt: Attempt, body: dict[str, Any]) -> Failed | None:
         url = f"{self.base_url}/api/secure-aggregation/job-id/{job}"

@@ -201,8 +201,8 @@ class _Context:
     async def mark_triggered(self) -> bool:
         return await self.store.mark_triggered(self.attempt)
 
-    async def set_callback_token(self, token: str) -> bool:
-        return await self.store.set_callback_token(self.attempt, token)
+    async def prepare_trigger(self, token: str) -> tuple[str, bool] | None:
+        return await self.store.prepare_trigger(self.attempt, token)
 
     async def callback_result(self) -> dict[str, Any] | None:
         return await self.store.callback_result(self.attempt.job_id)

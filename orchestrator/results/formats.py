@@ -41,8 +41,10 @@ def safe_name(job_id: str) -> str:
 
 
 def file_name(job_id: str, timestamp: datetime, extension: str) -> str:
+    """The sanitised jobId, a short hash of the real one (``a:b`` and ``a_b`` sanitise alike), the time."""
     stamp = timestamp.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"aggregated_results_{safe_name(job_id)}_{stamp}.{extension}"
+    digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"aggregated_results_{safe_name(job_id)}_{digest}_{stamp}.{extension}"
 
 
 def as_json(data: dict[str, Any]) -> str:
