@@ -14,6 +14,7 @@ Idempotency-Key, which is the same for every attempt of one result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -75,8 +76,26 @@ class DeliveryService(QueueWorkers):
             logger.warning("Delivery %s of job %s interrupted: %s", destination, job_id, e)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("Delivery %s of job %s failed unexpectedly; it will be retried", destination, job_id)
+        except Exception as e:
+            logger.exception("Delivery %s of job %s failed unexpectedly", destination, job_id)
+            with contextlib.suppress(StoreUnavailable):
+                await self._count_failure(entry_id, job_id, destination, f"{e.__class__.__name__}: {e}")
+
+    async def _count_failure(self, entry_id: str, job_id: str, destination: str, reason: str) -> None:
+        """An unexpected error counts as an attempt too, so it is dead-lettered in the end, not retried forever."""
+        record = await self.store.delivery(job_id, destination)
+        if record is None or record.get("state") != "pending":
+            await self.queue.done(entry_id)
+            return
+        attempts = int(record.get("attempts", 0)) + 1
+        if attempts >= self.settings.delivery_attempts:
+            details = {"state": "failed", "attempts": attempts, "reason": reason, "deadLettered": True}
+            await self.store.record_delivery(job_id, destination, details, event="delivery.failed", details=details)
+            await self.queue.done(entry_id)
+        else:
+            await self.store.record_delivery(
+                job_id, destination, {"state": "pending", "attempts": attempts, "lastError": reason}
+            )
 
     async def _deliver(self, job_id: str, destination: str, version: int) -> None:
         record = await self.store.delivery(job_id, destination)
