@@ -94,7 +94,6 @@ class EventHub:
         self.session = 0
         self._reconnected = False
         self.reconnects = 0
-        self.delivered = 0
 
     @property
     def subscriber_count(self) -> int:
@@ -138,7 +137,6 @@ class EventHub:
             sub.offer(event)
         for sub in self._all:
             sub.offer(event)
-        self.delivered += 1
 
     def _subscriptions(self) -> Iterator[Subscription]:
         yield from self._all

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any, cast
 
 from redis.exceptions import ResponseError
@@ -130,10 +131,27 @@ class QueueWorkers:
     def free_slots(self) -> int:
         return self.slots - len(self.inflight)
 
-    def loops(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        if self.slots <= 0:
-            return []
-        return [asyncio.create_task(self._read_loop(stop)), asyncio.create_task(self._claim_loop(stop))]
+    # Seconds the handlers under way get to finish on shutdown before they are cancelled.
+    shutdown_grace = 0.0
+
+    def extra_loops(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        """Loops a subclass runs beside the workers (a deadline sweeper, say)."""
+        return []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; then stop the loops, give the handlers under way
+        ``shutdown_grace`` seconds, and cancel what is left."""
+        loops = list(self.extra_loops(stop))
+        if self.slots > 0:
+            loops += [self._read_loop(stop), self._claim_loop(stop)]
+        tasks = [asyncio.create_task(loop) for loop in loops]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.stop_inflight(self.shutdown_grace)
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

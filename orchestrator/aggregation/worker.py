@@ -19,6 +19,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from orchestrator.aggregation.backends import Backend, Failed, Outcome, Ready, Vector
@@ -56,15 +57,9 @@ class AggregationService(QueueWorkers):
     def key(self, entry_id: str, fields: dict[str, str]) -> str:
         return fields.get("jobId") or entry_id  # one aggregation of a job at a time in this process
 
-    async def run(self, stop: asyncio.Event) -> None:
-        tasks = [asyncio.create_task(self._sweep_loop(stop)), *self.loops(stop)]
-        try:
-            await stop.wait()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.stop_inflight()
+    def extra_loops(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        # The sweeper runs even with no workers here: deadlines hold whoever holds the job.
+        return [self._sweep_loop(stop)]
 
     async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         job_id = fields.get("jobId", "")

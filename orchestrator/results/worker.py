@@ -35,11 +35,13 @@ logger = logging.getLogger(__name__)
 results_logger = logging.getLogger("orchestrator.Aggregator")
 
 GROUP = "deliverers"
-_SHUTDOWN_GRACE = 5.0
 
 
 class DeliveryService(QueueWorkers):
     what = "delivery"
+    # Let deliveries under way finish on shutdown (a file half-written is cleaned up, but a request cut
+    # short is sent again by another replica): a short grace, then what is left is cancelled.
+    shutdown_grace = 5.0
 
     def __init__(self, store: JobStore, settings: Settings, session: aiohttp.ClientSession, consumer: str) -> None:
         super().__init__(
@@ -54,18 +56,6 @@ class DeliveryService(QueueWorkers):
         if settings.results_api_token:
             headers["Authorization"] = f"Bearer {settings.results_api_token}"
         self.headers = headers
-
-    async def run(self, stop: asyncio.Event) -> None:
-        tasks = self.loops(stop)
-        try:
-            await stop.wait()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            # Let deliveries under way finish (a file half-written is cleaned up, but a request cut
-            # short is sent again by another replica): a short grace, then cancel what is left.
-            await self.stop_inflight(_SHUTDOWN_GRACE)
 
     async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         job_id, destination = fields.get("jobId", ""), fields.get("destination", "")
