@@ -23,9 +23,11 @@ from orchestrator.metrics import Metrics
 from orchestrator.middleware import observe
 from orchestrator.results.worker import DeliveryService
 from orchestrator.routes import setup_routes
+from orchestrator.securesum.backend import VectorSumBackend
+from orchestrator.securesum.store import VectorStore
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable
-from orchestrator.typedefs import HUB, METRICS, REDIS, SETTINGS, SOCKETS, STORE
+from orchestrator.typedefs import HUB, METRICS, REDIS, SETTINGS, SOCKETS, STORE, VECTORS
 from orchestrator.ws import SocketRegistry
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.Application:
     """The application. With ``redis`` given, the caller owns that client; otherwise one is made
     from the settings and closed on cleanup."""
-    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    # Routes read their bodies with their own limits (views.read_body); this is the largest of them.
+    client_max_size = max(settings.max_body_bytes, settings.max_vector_body_bytes)
+    app = web.Application(middlewares=[observe], client_max_size=client_max_size)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     setup_routes(app)
@@ -51,6 +55,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             collection_timeout_seconds=settings.collection_timeout_seconds,
             delivery_destinations=settings.delivery_destinations,
         )
+        app[VECTORS] = VectorStore(app[STORE])
         logger.info("%s %s starting with %s", SERVICE_NAME, __version__, settings.public_dict())
         try:
             await app[STORE].ping()
@@ -90,7 +95,11 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     async def aggregation_ctx(app: web.Application) -> AsyncIterator[None]:
         # One client session for every outbound call of this app.
         session = aiohttp.ClientSession()
-        backends: dict[str, Backend] = {"none": NoneBackend()}
+        backends: dict[str, Backend] = {
+            "none": NoneBackend(),
+            "sum": VectorSumBackend("sum", app[VECTORS]),
+            "secure-sum": VectorSumBackend("secure-sum", app[VECTORS]),
+        }
         if settings.smpc_coordinator_url:
             backends["smpc"] = SmpcBackend(
                 session,

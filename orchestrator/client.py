@@ -10,15 +10,18 @@ async with OrchestratorClient("http://127.0.0.1:5000") as client:
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import random
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
+
+from orchestrator.securesum.participant import Rows, submit_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +81,86 @@ class OrchestratorClient:
             self._session = None
 
     async def update(
-        self, job_id: str, client_id: str, total_clients: int, schema: list[dict[str, Any]] | None = None
+        self,
+        job_id: str,
+        client_id: str,
+        total_clients: int,
+        schema: list[dict[str, Any]] | None = None,
+        *,
+        vector: bytes | None = None,
+        max_rows: int | None = None,
+        aggregation: str | None = None,
     ) -> dict[str, Any]:
-        """Report that ``client_id`` finished its part of ``job_id``. Retried on 503 and connection
-        errors: the service counts each client once, so a repeat is harmless."""
+        """Report that ``client_id`` finished its part of ``job_id`` (with its statistics ``vector``, for a
+        summed-vector job). Retried on 503 and connection errors: the service counts each client once, so
+        a repeat is harmless."""
         body: dict[str, Any] = {"jobId": job_id, "clientId": client_id, "totalClients": total_clients}
         if schema is not None:
             body["schema"] = schema
+        if vector is not None:
+            body["vector"] = base64.b64encode(vector).decode("ascii")
+        if max_rows is not None:
+            body["maxRows"] = max_rows
+        if aggregation is not None:
+            body["aggregation"] = aggregation
         return await self._request("POST", "/api/update", json_body=body)
+
+    async def submit_vector(self, job_id: str, client_id: str, total_clients: int, vector: bytes) -> dict[str, Any]:
+        """Report with a (masked) statistics vector as the raw body: little-endian uint64 values."""
+        query = urlencode({"jobId": job_id, "clientId": client_id, "totalClients": total_clients})
+        return await self._request("POST", f"/api/update?{query}", data=vector)
+
+    async def register_key(
+        self,
+        job_id: str,
+        client_id: str,
+        total_clients: int,
+        public_key: str,
+        schema: list[dict[str, Any]] | None = None,
+        *,
+        max_rows: int | None = None,
+    ) -> dict[str, Any]:
+        """Register this client's X25519 public key (base64) for a secure-sum job."""
+        body: dict[str, Any] = {"clientId": client_id, "totalClients": total_clients, "publicKey": public_key}
+        if schema is not None:
+            body["schema"] = schema
+        if max_rows is not None:
+            body["maxRows"] = max_rows
+        return await self._request("POST", f"/api/jobs/{quote(job_id, safe='')}/keys", json_body=body)
+
+    async def keys(self, job_id: str) -> dict[str, Any]:
+        """The key round of a secure-sum job: ``complete``, and ``keys`` as [{clientId, publicKey}]."""
+        return await self._request("GET", f"/api/jobs/{quote(job_id, safe='')}/keys")
+
+    async def wait_for_keys(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the documented API
+        """Wait for the job's key round to complete (following events) and return it."""
+        async with asyncio.timeout(timeout):
+            round_ = await self.keys(job_id)
+            if round_["complete"]:
+                return round_
+            async for event in self.watch(job_id):
+                job = event.get("job") or {}
+                status = event.get("status") or job.get("status")
+                if event.get("type") == "keys.complete" or (job.get("keyRound") or {}).get("complete"):
+                    return await self.keys(job_id)
+                if status in FINAL_STATUSES:
+                    raise OrchestratorError(409, "job_not_collecting", f"job {job_id} is {status}")
+        raise AssertionError("watch() does not end")  # pragma: no cover
+
+    async def submit_statistics(
+        self,
+        job_id: str,
+        client_id: str,
+        total_clients: int,
+        schema: list[dict[str, Any]],
+        rows: Rows,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Compute this client's statistics of ``rows`` (dicts, or a CSV file's path), take part in the key
+        round, mask and submit them; with ``wait=True`` return the job's final status. Options:
+        ``aggregation`` ('secure-sum' or 'sum'), ``max_rows``, ``wait``, ``timeout``. Refuses (ValueError)
+        rows that do not fit the schema or a job whose sums could overflow, before sending anything."""
+        return await submit_statistics(self, job_id, client_id, total_clients, schema, rows, **options)
 
     async def status(self, job_id: str) -> dict[str, Any]:
         """The job's status in the original shape (``status``, ``message``, ``progress``, ``jobInfo``...)."""
@@ -152,13 +227,16 @@ class OrchestratorClient:
         base = self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
         return f"{base}{path}" + (f"?since={since}" if since is not None else "")
 
-    async def _request(self, method: str, path: str, json_body: Any = None) -> dict[str, Any]:
+    async def _request(
+        self, method: str, path: str, json_body: Any = None, data: bytes | None = None
+    ) -> dict[str, Any]:
         backoff = 0.2
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
+                headers = {"Content-Type": "application/octet-stream"} if data is not None else None
                 async with self.session.request(
-                    method, self.base_url + path, json=json_body, timeout=self.timeout
+                    method, self.base_url + path, json=json_body, data=data, headers=headers, timeout=self.timeout
                 ) as resp:
                     try:
                         body = await resp.json(content_type=None)

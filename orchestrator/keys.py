@@ -39,6 +39,14 @@ class Keys:
         """Hash destination -> delivery record (JSON: state, attempts, lastError, ...)."""
         return f"{self.prefix}job:{{{job_id}}}:deliveries"
 
+    def public_keys(self, job_id: str) -> str:
+        """Hash clientId -> base64 X25519 public key: the key round of a secure-sum job."""
+        return f"{self.prefix}job:{{{job_id}}}:publicKeys"
+
+    def vectors(self, job_id: str) -> str:
+        """Hash clientId -> the client's (masked) statistics vector, little-endian uint64 bytes."""
+        return f"{self.prefix}job:{{{job_id}}}:vectors"
+
     def job_keys(self, job_id: str) -> list[str]:
         return [self.job(job_id), self.updated_clients(job_id), self.client_times(job_id), self.events(job_id)]
 

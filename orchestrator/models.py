@@ -22,10 +22,13 @@ class UpdateOutcome(enum.StrEnum):
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     CLOSED = "closed"
+    REFUSED = "refused"
 
 
 DATA_TYPES = frozenset({"BOOLEAN", "NUMERIC", "NOMINAL", "ORDINAL", "CATEGORICAL"})
-AGGREGATION_BACKENDS = frozenset({"smpc", "none"})
+AGGREGATION_BACKENDS = frozenset({"smpc", "none", "secure-sum", "sum"})
+# Backends whose clients send statistics vectors that the service sums itself.
+VECTOR_BACKENDS = frozenset({"secure-sum", "sum"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,37 @@ class UpdateRequest:
     deadline_ms: int | None = None
     # The aggregation backend the update asks for, if any.
     aggregation: str | None = None
+    # The client's statistics vector (little-endian uint64 bytes), for the summed-vector backends.
+    vector: bytes | None = None
+    # The vector layout of a summed-vector job this update may create: its length, and the most rows a
+    # client may count (which, with the schema's bounds, rules out overflow).
+    vector_length: int | None = None
+    max_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class KeyRequest:
+    """A client's public key for a secure-sum job; the first one creates the job."""
+
+    job_id: str
+    client_id: str
+    total_clients: int
+    schema_json: str | None
+    public_key: str  # base64 of the raw 32-byte X25519 key, validated
+    max_rows: int
+    vector_length: int | None = None
+    deadline_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class KeyResult:
+    outcome: str  # registered | duplicate | conflict | closed | refused
+    created: bool
+    key_count: int
+    total_clients: int
+    version: int
+    status: str
+    detail: str | None
 
 
 @dataclass(frozen=True)
@@ -75,6 +109,9 @@ class Job:
     completed_at_ms: int | None = None
     clients: list[ClientReport] = field(default_factory=list)
     deliveries: dict[str, Any] = field(default_factory=dict)
+    aggregation: str | None = None
+    max_rows: int | None = None
+    key_count: int = 0
 
     @classmethod
     def from_redis(cls, raw: dict[str, str], client_times: dict[str, str] | None = None) -> Job:
@@ -97,6 +134,8 @@ class Job:
             aggregating_at_ms=_int_or_none(raw.get("aggregatingAt")),
             completed_at_ms=_int_or_none(raw.get("completedAt")),
             clients=clients,
+            aggregation=raw.get("aggregation") or None,
+            max_rows=_int_or_none(raw.get("maxRows")),
         )
 
     @property

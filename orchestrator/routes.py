@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from orchestrator import views, ws
+from orchestrator.securesum import views as securesum_views
 from orchestrator.staticfiles import static_dir
 
 
@@ -15,6 +16,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/jobs", views.list_jobs)
     app.router.add_get("/api/jobs/{jobId}", views.get_job)
     app.router.add_post("/api/jobs/{jobId}/cancel", views.cancel_job)
+    app.router.add_post("/api/jobs/{jobId}/keys", securesum_views.register_key)
+    app.router.add_get("/api/jobs/{jobId}/keys", securesum_views.get_keys)
     app.router.add_post("/api/smpc/callback/{jobId}", views.smpc_callback)
     app.router.add_post("/api/jobs/{jobId}/deliveries/retry", views.retry_deliveries)
     app.router.add_get("/api/openapi.json", views.openapi)

@@ -27,6 +27,26 @@ local function emit(job, events, job_id, at, history, channel, kind, extra, suff
 end
 """
 
+# Shared prelude: create a job (the first update, or the first key of a secure-sum job, does it).
+#   tomb: the job's tombstone (the last version of an expired job of the same id: a new job carries on
+#   from it, so listeners that saw the old one see a gapless sequence); indexes: {created, IN_PROGRESS,
+#   deadlines}; fields: extra hash fields (aggregation backend, vector layout).
+_CREATE = """
+local function create_job(job, events, tomb, indexes, job_id, total, schema, now, at, history, channel,
+                          deadline, fields)
+  local base = tonumber(redis.call('GET', tomb) or '0')
+  redis.call('DEL', tomb)
+  redis.call('HSET', job, 'jobId', job_id, 'totalClients', total, 'doneCount', 0, 'schema', schema,
+    'finalResult', '', 'status', 'IN_PROGRESS', 'createdAt', now, 'updatedAt', now, 'version', base,
+    'deadlineAt', deadline, unpack(fields))
+  redis.call('ZADD', indexes[1], now, job_id)
+  redis.call('ZADD', indexes[2], now, job_id)
+  redis.call('ZADD', indexes[3], tonumber(deadline), job_id)
+  emit(job, events, job_id, at, history, channel, 'job.created', {totalClients = total, status = 'IN_PROGRESS'})
+  return base
+end
+"""
+
 # Record one client's update.
 # KEYS[1] job hash   KEYS[2] updatedClients set   KEYS[3] clientTimes hash ('<ms>:<ordinal>')  KEYS[4] events list
 # KEYS[5] jobs:created      KEYS[6] jobs:updated         KEYS[7] status IN_PROGRESS KEYS[8] status AGGREGATING
@@ -37,32 +57,54 @@ end
 # ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
 # ARGV[10] collection deadline (epoch ms)  ARGV[11] aggregation backend asked for ('' for the default)
 # (the deadline and backend of the update that creates the job count; later ones are ignored)
-# Returns {outcome, created, triggered, status, doneCount, totalClients, version, conflictField}
+# Summed-vector jobs (backends 'sum' and 'secure-sum': the job hash has a vectorLength):
+# KEYS[12] the job's public keys hash (clientId -> key)  KEYS[13] the job's vectors hash (clientId -> bytes)
+# ARGV[12] this client's vector (little-endian uint64 bytes; '' for none)
+# ARGV[13] vectorLength, ARGV[14] maxRows: the layout of a 'sum' job this update creates ('' otherwise)
+# Returns {outcome, created, triggered, status, doneCount, totalClients, version, detail}
 #   outcome: 'recorded' | 'duplicate' (client already counted, nothing changed)
-#            | 'conflict' (totalClients or schema differ from the job's) | 'closed' (job not collecting)
+#            | 'conflict' (totalClients or schema differ from the job's; detail names which)
+#            | 'closed' (job not collecting)
+#            | 'refused' (detail: vector_required, vector_not_expected, vector_length_mismatch:<length>,
+#              keys_incomplete, not_a_participant, schema_required; nothing changed)
 # Reaching doneCount == totalClients moves the job to AGGREGATING and queues it, in this same call,
 # so the transition happens exactly once however many updates race.
 UPDATE = (
     _EMIT
+    + _CREATE
     + """
 local job, clients, times, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id, client_id, total, schema = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local vector = ARGV[12]
 local created = 0
 
-local current = redis.call('HMGET', job, 'totalClients', 'schema', 'status', 'doneCount', 'version', 'createdAt')
+local current = redis.call('HMGET', job, 'totalClients', 'schema', 'status', 'doneCount', 'version', 'createdAt',
+  'aggregation', 'vectorLength')
 if not current[1] then
-  local base = tonumber(redis.call('GET', KEYS[11]) or '0')
-  redis.call('DEL', KEYS[11])
-  redis.call('HSET', job, 'jobId', job_id, 'totalClients', total, 'doneCount', 0, 'schema', schema,
-    'finalResult', '', 'status', 'IN_PROGRESS', 'createdAt', now, 'updatedAt', now, 'version', base,
-    'deadlineAt', ARGV[10], 'aggregation', ARGV[11])
-  redis.call('ZADD', KEYS[5], now, job_id)
-  redis.call('ZADD', KEYS[7], now, job_id)
-  redis.call('ZADD', KEYS[10], tonumber(ARGV[10]), job_id)
-  emit(job, events, job_id, at, history, channel, 'job.created', {totalClients = total, status = 'IN_PROGRESS'})
+  if ARGV[11] == 'secure-sum' then
+    return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'keys_incomplete'}
+  end
+  if ARGV[11] == 'sum' and ARGV[13] == '' then
+    return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'schema_required'}
+  end
+  if ARGV[13] == '' and vector ~= '' then
+    return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_not_expected'}
+  end
+  local fields = {'aggregation', ARGV[11]}
+  if ARGV[13] ~= '' then
+    if vector == '' then
+      return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_required'}
+    end
+    if string.len(vector) ~= 8 * tonumber(ARGV[13]) then
+      return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_length_mismatch:' .. ARGV[13]}
+    end
+    fields = {'aggregation', ARGV[11], 'vectorLength', ARGV[13], 'maxRows', ARGV[14]}
+  end
+  local base = create_job(job, events, KEYS[11], {KEYS[5], KEYS[7], KEYS[10]}, job_id, total, schema, now, at,
+    history, channel, ARGV[10], fields)
   created = 1
-  current = {tostring(total), schema, 'IN_PROGRESS', '0', tostring(base + 1), tostring(now)}
+  current = {tostring(total), schema, 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), ARGV[11], ARGV[13]}
 else
   local stored_total = tonumber(current[1])
   if stored_total ~= total then
@@ -78,6 +120,28 @@ if redis.call('SISMEMBER', clients, client_id) == 1 then
 end
 if current[3] ~= 'IN_PROGRESS' then
   return {'closed', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), ''}
+end
+local length = current[8] or ''
+local refusal = nil
+if length == '' then
+  if vector ~= '' then refusal = 'vector_not_expected' end
+elseif vector == '' then
+  refusal = 'vector_required'
+elseif string.len(vector) ~= 8 * tonumber(length) then
+  refusal = 'vector_length_mismatch:' .. length
+elseif current[7] == 'secure-sum' then
+  if redis.call('HLEN', KEYS[12]) < total then
+    refusal = 'keys_incomplete'
+  elseif redis.call('HEXISTS', KEYS[12], client_id) == 0 then
+    refusal = 'not_a_participant'
+  end
+end
+if refusal then
+  return {'refused', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), refusal}
+end
+if vector ~= '' then
+  redis.call('HSET', KEYS[13], client_id, vector)
+  redis.call('PEXPIRE', KEYS[13], ttl)
 end
 
 if schema ~= '' and current[2] == '' then
@@ -105,13 +169,92 @@ if done >= total then
 end
 redis.call('ZADD', KEYS[6], now, job_id)
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+if length ~= '' then
+  redis.call('PEXPIRE', KEYS[12], ttl)
+  redis.call('PEXPIRE', KEYS[13], ttl)
+end
 return {'recorded', created, triggered, status, done, total, version, ''}
+"""
+)
+
+# Register a client's public key for a secure-sum job (the key round); the first key creates the job.
+# KEYS[1] job hash  KEYS[2] events list  KEYS[3] the job's public keys hash (clientId -> base64 key)
+# KEYS[4] jobs:created  KEYS[5] status IN_PROGRESS  KEYS[6] jobs:deadlines  KEYS[7] the job's tombstone
+# KEYS[8] jobs:updated
+# ARGV[1] jobId  ARGV[2] clientId  ARGV[3] totalClients  ARGV[4] canonical schema JSON or ''
+# ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
+# ARGV[10] collection deadline (epoch ms)  ARGV[11] vectorLength ('' when no schema came)
+# ARGV[12] maxRows  ARGV[13] the public key (base64)
+# Returns {outcome, created, keyCount, totalClients, version, status, detail}
+#   outcome: 'registered' | 'duplicate' (this very key was registered before: nothing changes)
+#            | 'conflict' (detail: totalClients, schema, maxRows) | 'closed' (not collecting)
+#            | 'refused' (detail: schema_required, not_secure_sum, key_conflict (another key for this
+#              client), keys_complete (every participant already has a key))
+# The key that completes the round announces keys.complete; from then on the set of keys is fixed.
+REGISTER_KEY = (
+    _EMIT
+    + _CREATE
+    + """
+local job, events, keys = KEYS[1], KEYS[2], KEYS[3]
+local job_id, client_id, total, schema = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local created = 0
+local current = redis.call('HMGET', job, 'totalClients', 'schema', 'status', 'version', 'aggregation', 'maxRows')
+if not current[1] then
+  if schema == '' then
+    return {'refused', 0, 0, total, 0, '', 'schema_required'}
+  end
+  local base = create_job(job, events, KEYS[7], {KEYS[4], KEYS[5], KEYS[6]}, job_id, total, schema, now, at,
+    history, channel, ARGV[10], {'aggregation', 'secure-sum', 'vectorLength', ARGV[11], 'maxRows', ARGV[12]})
+  created = 1
+  current = {tostring(total), schema, 'IN_PROGRESS', tostring(base + 1), 'secure-sum', ARGV[12]}
+end
+local version = tonumber(current[4])
+if tonumber(current[1]) ~= total then
+  return {'conflict', 0, 0, tonumber(current[1]), version, current[3], 'totalClients'}
+end
+if schema ~= '' and current[2] ~= schema then
+  return {'conflict', 0, 0, total, version, current[3], 'schema'}
+end
+if current[5] ~= 'secure-sum' then
+  return {'refused', 0, 0, total, version, current[3], 'not_secure_sum'}
+end
+if current[6] ~= ARGV[12] then
+  return {'conflict', 0, 0, total, version, current[3], 'maxRows'}
+end
+local existing = redis.call('HGET', keys, client_id)
+if existing then
+  if existing == ARGV[13] then
+    return {'duplicate', 0, redis.call('HLEN', keys), total, version, current[3], ''}
+  end
+  return {'refused', 0, redis.call('HLEN', keys), total, version, current[3], 'key_conflict'}
+end
+if current[3] ~= 'IN_PROGRESS' then
+  return {'closed', 0, redis.call('HLEN', keys), total, version, current[3], ''}
+end
+local count = redis.call('HLEN', keys)
+if count >= total then
+  return {'refused', 0, count, total, version, current[3], 'keys_complete'}
+end
+redis.call('HSET', keys, client_id, ARGV[13])
+count = count + 1
+redis.call('HSET', job, 'updatedAt', now)
+version = emit(job, events, job_id, at, history, channel, 'keys.registered',
+  {clientId = client_id, keyCount = count, totalClients = total})
+if count == total then
+  redis.call('HSET', job, 'keysCompleteAt', now)
+  version = emit(job, events, job_id, at, history, channel, 'keys.complete', {keyCount = count, totalClients = total})
+end
+redis.call('ZADD', KEYS[8], now, job_id)
+for _, key in ipairs({job, events, keys}) do redis.call('PEXPIRE', key, ttl) end
+return {'registered', created, count, total, version, 'IN_PROGRESS', ''}
 """
 )
 
 # Expire one job whose last change is older than its TTL.
 # KEYS[1] job hash  KEYS[2] updatedClients  KEYS[3] clientTimes  KEYS[4] events  KEYS[5] the job's tombstone
-# KEYS[6] deliveries  KEYS[7..] jobs:created, jobs:updated, jobs:deadlines and one status index per JobStatus
+# KEYS[6] deliveries  KEYS[7] public keys  KEYS[8] vectors
+# KEYS[9..] jobs:created, jobs:updated, jobs:deadlines and one status index per JobStatus
 # ARGV[1] jobId  ARGV[2] cutoff (epoch ms: expire only if updatedAt <= cutoff)  ARGV[3] now (ISO)
 # ARGV[4] events channel  ARGV[5] how long the tombstone is kept (ms)
 # Returns 1 when this call expired the job, 0 when it was already gone or has changed since.
@@ -123,13 +266,13 @@ local updated = redis.call('HGET', job, 'updatedAt')
 if updated and tonumber(updated) > tonumber(ARGV[2]) then
   return 0
 end
-for i = 7, #KEYS do redis.call('ZREM', KEYS[i], job_id) end
+for i = 9, #KEYS do redis.call('ZREM', KEYS[i], job_id) end
 if not updated then
   return 0
 end
 local version = redis.call('HINCRBY', job, 'version', 1)
 local status = redis.call('HGET', job, 'status')
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[7], KEYS[8])
 redis.call('SET', KEYS[5], version, 'PX', tonumber(ARGV[5]))
 redis.call('PUBLISH', ARGV[4], cjson.encode({type = 'job.expired', jobId = job_id, version = version,
   at = ARGV[3], status = status}))
@@ -143,7 +286,7 @@ return 1
 # ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
 # ARGV[10] the aggregation attempt that must own the job ('' for any)
 # ARGV[11] finish only if the job has been aggregating since this time or earlier (epoch ms; '' for any)
-# KEYS[8] deliveries hash  KEYS[9] delivery stream
+# KEYS[8] deliveries hash  KEYS[9] delivery stream  KEYS[10] the job's vectors (dropped: no longer needed)
 # ARGV[12] comma-separated delivery destinations ('api', 'file'; '' for none): when the job COMPLETES,
 #          each gets a pending delivery record and a delivery queue entry, in this same script.
 # Returns {1, version} when this call finished the job, {0, version} when it was not AGGREGATING (already
@@ -181,6 +324,7 @@ else
   version = emit(job, events, job_id, at, history, channel, 'job.failed', {status = outcome, reason = ARGV[4]})
 end
 for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6], KEYS[7]}) do redis.call('PEXPIRE', key, ttl) end
+redis.call('DEL', KEYS[10])
 return {1, version}
 """
 )
@@ -188,7 +332,7 @@ return {1, version}
 # Cancel a job that has not finished: IN_PROGRESS or AGGREGATING -> CANCELLED, once.
 # KEYS[1] job hash  KEYS[2] events list  KEYS[3] status IN_PROGRESS  KEYS[4] status AGGREGATING
 # KEYS[5] status CANCELLED  KEYS[6] jobs:updated  KEYS[7] updatedClients  KEYS[8] clientTimes
-# KEYS[9] jobs:deadlines
+# KEYS[9] jobs:deadlines  KEYS[10] the job's vectors (dropped)
 # ARGV[1] jobId  ARGV[2] reason  ARGV[3] now (epoch ms)  ARGV[4] now (ISO)  ARGV[5] key TTL ms
 # ARGV[6] history size  ARGV[7] events channel
 # Returns {outcome, status, version}: outcome 'cancelled' (this call did it), 'already' (it was
@@ -218,6 +362,7 @@ redis.call('ZADD', KEYS[6], now, job_id)
 local version = emit(job, events, job_id, at, history, channel, 'job.cancelled',
   {status = 'CANCELLED', previousStatus = current[1], reason = ARGV[2]})
 for _, key in ipairs({KEYS[1], KEYS[2], KEYS[7], KEYS[8]}) do redis.call('PEXPIRE', key, ttl) end
+redis.call('DEL', KEYS[10])
 return {'cancelled', 'CANCELLED', version}
 """
 )
@@ -256,6 +401,7 @@ return 1
 # Fail a job still collecting clients when its collection deadline has passed.
 # KEYS[1] job hash  KEYS[2] events list  KEYS[3] status IN_PROGRESS  KEYS[4] status FAILED
 # KEYS[5] jobs:updated  KEYS[6] updatedClients  KEYS[7] clientTimes  KEYS[8] jobs:deadlines
+# KEYS[9] the job's vectors (dropped)
 # ARGV[1] jobId  ARGV[2] reason prefix  ARGV[3] now (epoch ms)  ARGV[4] now (ISO)  ARGV[5] key TTL ms
 # ARGV[6] history size  ARGV[7] events channel
 # Returns {1, version} when this call failed the job, else {0, version} (not IN_PROGRESS any more, or
@@ -290,6 +436,7 @@ redis.call('ZADD', KEYS[5], now, job_id)
 local version = emit(job, events, job_id, at, history, channel, 'job.failed',
   {status = 'FAILED', reason = reason, doneCount = tonumber(current[5]), totalClients = tonumber(current[6])})
 for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6], KEYS[7]}) do redis.call('PEXPIRE', key, ttl) end
+redis.call('DEL', KEYS[9])
 return {1, version}
 """
 )

@@ -28,6 +28,8 @@ def status_body(job: Job) -> dict[str, Any]:
         body["failureReason"] = job.failure_reason
     if job.deliveries:
         body["deliveries"] = job.deliveries
+    if job.aggregation == "secure-sum":
+        body["keyRound"] = key_round(job)
     if job.status is JobStatus.COMPLETED:
         result = job.final_result if isinstance(job.final_result, dict) else {}
         body["aggregatedResults"] = result.get("aggregatedResults", job.final_result)
@@ -79,4 +81,11 @@ def job_detail(job: Job) -> dict[str, Any]:
         "failureReason": job.failure_reason,
         "finalResult": job.final_result,
         "deliveries": job.deliveries,
+        "aggregation": job.aggregation,
+        **({"keyRound": key_round(job)} if job.aggregation == "secure-sum" else {}),
     }
+
+
+def key_round(job: Job) -> dict[str, Any]:
+    complete = job.key_count >= job.total_clients
+    return {"keyCount": job.key_count, "totalClients": job.total_clients, "complete": complete}

@@ -33,6 +33,10 @@ class Settings:
     job_ttl_seconds: int = 7 * 24 * 3600
     event_history: int = 200
     max_body_bytes: int = 1024 * 1024
+    # A request carrying a statistics vector (an update of a summed-vector job) may be this large.
+    max_vector_body_bytes: int = 16 * 1024 * 1024
+    # The most rows a client may count in a summed-vector job that does not say (its `maxRows`).
+    vector_max_rows: int = 1_000_000
     janitor_interval_seconds: float = 60.0
     retry_after_seconds: int = 1
     log_dir: str = "logs"
@@ -255,6 +259,17 @@ class Settings:
                 lambda v: 1024 <= v <= 1 << 30,
                 "bytes, 1024-1073741824",
             ),
+            max_vector_body_bytes=_parse(
+                env,
+                "MAX_VECTOR_BODY_BYTES",
+                default.max_vector_body_bytes,
+                int,
+                lambda v: 1024 <= v <= 1 << 30,
+                "bytes, 1024-1073741824",
+            ),
+            vector_max_rows=_parse(
+                env, "VECTOR_MAX_ROWS", default.vector_max_rows, int, lambda v: 1 <= v <= 10**12, "an integer 1-10^12"
+            ),
             janitor_interval_seconds=_parse(
                 env,
                 "JANITOR_INTERVAL_SECONDS",
@@ -404,6 +419,8 @@ class Settings:
             "job_ttl_seconds": self.job_ttl_seconds,
             "event_history": self.event_history,
             "max_body_bytes": self.max_body_bytes,
+            "max_vector_body_bytes": self.max_vector_body_bytes,
+            "vector_max_rows": self.vector_max_rows,
             "log_dir": self.log_dir,
             "log_level": self.log_level,
             "access_log": self.access_log,

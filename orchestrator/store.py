@@ -105,6 +105,8 @@ class JobStore:
                     k.aggregation_queue,
                     k.jobs_by_deadline,
                     k.tombstone(req.job_id),
+                    k.public_keys(req.job_id),
+                    k.vectors(req.job_id),
                 ],
                 args=[
                     req.job_id,
@@ -114,6 +116,9 @@ class JobStore:
                     *self._change_args(),
                     req.deadline_ms if req.deadline_ms is not None else now_ms() + self.collection_timeout_ms,
                     req.aggregation or "",
+                    req.vector or b"",
+                    "" if req.vector_length is None else req.vector_length,
+                    "" if req.max_rows is None else req.max_rows,
                 ],
             )
         outcome, created, triggered, status, done, total, version, conflict = raw
@@ -158,6 +163,7 @@ class JobStore:
                     k.client_times(job_id),
                     k.deliveries(job_id),
                     k.delivery_queue,
+                    k.vectors(job_id),
                 ],
                 args=[
                     job_id,
@@ -188,6 +194,7 @@ class JobStore:
                     k.updated_clients(job_id),
                     k.client_times(job_id),
                     k.jobs_by_deadline,
+                    k.vectors(job_id),
                 ],
                 args=[
                     job_id,
@@ -268,6 +275,7 @@ class JobStore:
                     k.updated_clients(job_id),
                     k.client_times(job_id),
                     k.jobs_by_deadline,
+                    k.vectors(job_id),
                 ],
                 args=[job_id, "Collection deadline passed", *self._change_args()],
             )
@@ -291,11 +299,13 @@ class JobStore:
             pipe.hgetall(self.keys.job(job_id))
             pipe.hgetall(self.keys.client_times(job_id))
             pipe.hgetall(self.keys.deliveries(job_id))
-            raw, times, deliveries = await pipe.execute()
+            pipe.hlen(self.keys.public_keys(job_id))
+            raw, times, deliveries, key_count = await pipe.execute()
         if not raw:
             raise JobNotFound(job_id)
         job = Job.from_redis(raw, times)
         job.deliveries = {name: json.loads(record) for name, record in deliveries.items()}
+        job.key_count = int(key_count)
         return job
 
     async def delivery(self, job_id: str, destination: str) -> dict[str, Any] | None:
@@ -403,6 +413,8 @@ class JobStore:
                         *self.keys.job_keys(job_id),
                         self.keys.tombstone(job_id),
                         self.keys.deliveries(job_id),
+                        self.keys.public_keys(job_id),
+                        self.keys.vectors(job_id),
                         self.keys.jobs_by_created,
                         self.keys.jobs_by_updated,
                         self.keys.jobs_by_deadline,

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from orchestrator.hub import EventHub
 from orchestrator.metrics import Metrics
+from orchestrator.securesum.store import VectorStore
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore
 
@@ -20,4 +21,5 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 STORE = web.AppKey("store", JobStore)
 METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", EventHub)
+VECTORS = web.AppKey("vectors", VectorStore)
 SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")

@@ -62,7 +62,7 @@ def encodable(text: str, field: str) -> str:
 def parse_update(data: dict[str, Any], *, now_ms: int | None = None) -> UpdateRequest:
     job_id = parse_id(data, "jobId")
     client_id = parse_id(data, "clientId")
-    total = _parse_total(data)
+    total = parse_total(data)
     schema = data.get("schema")
     schema_json = None if schema is None else canonical_schema(schema)
     return UpdateRequest(
@@ -70,12 +70,12 @@ def parse_update(data: dict[str, Any], *, now_ms: int | None = None) -> UpdateRe
         client_id=client_id,
         total_clients=total,
         schema_json=schema_json,
-        deadline_ms=_parse_deadline(data.get("deadline"), now_ms if now_ms is not None else int(time.time() * 1000)),
+        deadline_ms=parse_deadline(data.get("deadline"), now_ms if now_ms is not None else int(time.time() * 1000)),
         aggregation=_parse_aggregation(data.get("aggregation")),
     )
 
 
-def _parse_deadline(value: Any, now_ms: int) -> int | None:
+def parse_deadline(value: Any, now_ms: int) -> int | None:
     """``deadline``: an ISO 8601 time (UTC when it names no zone) or a number of seconds from now."""
     if value is None:
         return None
@@ -143,7 +143,7 @@ def validate_id(value: str, name: str) -> None:
         )
 
 
-def _parse_total(data: dict[str, Any]) -> int:
+def parse_total(data: dict[str, Any]) -> int:
     if "totalClients" not in data or data["totalClients"] is None:
         raise ValidationError("Missing required field 'totalClients'", code="missing_field", field="totalClients")
     value = data["totalClients"]

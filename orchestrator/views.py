@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,6 +13,7 @@ from orchestrator.errors import ApiError, Conflict, JobNotFound, UnsupportedMedi
 from orchestrator.logconfig import info_fast
 from orchestrator.models import UpdateOutcome
 from orchestrator.openapi import OPENAPI
+from orchestrator.securesum.requests import binary_update, parse_vector, refusal, with_vector_layout
 from orchestrator.serializers import job_detail, job_summary, status_body
 from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
@@ -56,14 +58,38 @@ async def index(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def update(request: web.Request) -> web.Response:
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, or 413 when it is larger than ``limit`` (the app's own limit is the largest any
+    route takes)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = await request.read()
+    if len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return body
+
+
+def require_json(request: web.Request) -> None:
     content_type = request.content_type
     if content_type not in _JSON_TYPES and not (
         content_type.startswith("application/") and content_type.endswith("+json")
     ):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {content_type or 'none'}")
-    req = parse_update(parse_json_object(await request.read()))
-    if req.aggregation == "smpc" and not request.app[SETTINGS].smpc_coordinator_url:
+
+
+async def update(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if request.content_type == "application/octet-stream":
+        req = binary_update(request.query, await read_body(request, settings.max_vector_body_bytes))
+    else:
+        require_json(request)
+        body = await read_body(request, settings.max_vector_body_bytes)
+        if len(body) > settings.max_body_bytes and b'"vector"' not in body:
+            raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=len(body))
+        data = parse_json_object(body)
+        req = parse_update(data)
+        req = with_vector_layout(replace(req, vector=parse_vector(data.get("vector"))), data, settings)
+    if req.aggregation == "smpc" and not settings.smpc_coordinator_url:
         raise ValidationError(
             "This service has no SMPC coordinator configured (SMPC_COORDINATOR_URL)",
             code="backend_unavailable",
@@ -82,6 +108,10 @@ async def update(request: web.Request) -> web.Response:
             field=field,
             totalClients=result.total_clients,
         )
+    if result.outcome is UpdateOutcome.REFUSED:
+        error = refusal(result.conflict_field or "", req)
+        logger.warning("Refused update for %s: %s", where, error.code)
+        raise error
     if result.outcome is UpdateOutcome.CLOSED:
         logger.warning("Refused new client for %s: job is %s", where, result.status.value)
         raise Conflict(
@@ -161,7 +191,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     validate_id(job_id, "jobId")
     reason = "cancelled by request"
     if request.can_read_body:
-        body = parse_json_object(await request.read())
+        body = parse_json_object(await read_body(request, request.app[SETTINGS].max_body_bytes))
         given = body.get("reason")
         if given is not None and (not isinstance(given, str) or len(given) > 500):
             raise ValidationError(
@@ -204,7 +234,7 @@ async def smpc_callback(request: web.Request) -> web.Response:
     job_id = request.match_info["jobId"]
     validate_id(job_id, "jobId")
     token = request.query.get("token", "")
-    body = parse_json_object(await request.read())
+    body = parse_json_object(await read_body(request, request.app[SETTINGS].max_body_bytes))
     if body.get("status") not in ("COMPLETED", "FAILED"):
         raise ValidationError("'status' must be COMPLETED or FAILED", code="invalid_field", field="status")
     stored = await request.app[STORE].store_callback(job_id, token, body)

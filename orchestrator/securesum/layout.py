@@ -1,0 +1,304 @@
+"""The statistics vector of the `secure-sum` and `sum` backends: how a schema lays it out, how a client
+computes its own from rows, and how the sum of every client's vector decodes into statistics.
+
+Per feature, in schema order:
+- BOOLEAN ``[notNull, true]``;
+- NUMERIC ``[count, sum, sumOfSquares]`` in fixed point: each value is ``round(x * 10**scale)`` (the
+  feature's declared ``scale``, default 0), and must lie within its declared ``bounds``;
+- CATEGORICAL / NOMINAL / ORDINAL ``[notNull, count per declared category]``.
+
+Every element is a signed 64-bit integer, sent as its two's complement (uint64, little-endian) so sums
+run mod 2**64. A job declares how many rows a client may have (``maxRows``); with totalClients, the
+bounds and the scale that says whether any sum could leave int64. If it could, the job is refused
+(``check_capacity``) instead of letting a sum wrap; a client refuses rows beyond the bounds instead of
+clipping them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+INT64_MAX = 2**63 - 1
+MAX_SCALE = 12
+CATEGORICAL_TYPES = frozenset({"CATEGORICAL", "NOMINAL", "ORDINAL"})
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0"})
+
+
+class LayoutError(ValueError):
+    """The schema cannot be laid out as a statistics vector; ``field`` names where."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class OverflowRisk(ValueError):
+    """Some sum of the job could leave the int64 range: refused before anything is sent or stored."""
+
+
+class RowError(ValueError):
+    """A row cannot be counted: a value of the wrong kind, outside its bounds or an undeclared category."""
+
+
+class InconsistentAggregate(ValueError):
+    """The summed vector cannot be a sum of honest vectors (a client masked with the wrong keys, say)."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    data_type: str
+    offset: int
+    length: int
+    scale: int = 0
+    bounds: tuple[Decimal, Decimal] | None = None
+    categories: tuple[str, ...] = ()
+
+    @property
+    def max_scaled(self) -> int:
+        """The largest |fixed-point value| a row may contribute (NUMERIC)."""
+        assert self.bounds is not None
+        factor = Decimal(10) ** self.scale
+        return max(int((abs(b) * factor).to_integral_value(ROUND_HALF_EVEN)) for b in self.bounds)
+
+
+@dataclass(frozen=True)
+class VectorLayout:
+    features: tuple[Feature, ...]
+    length: int
+
+    @classmethod
+    def from_schema(cls, schema: Sequence[Mapping[str, Any]]) -> VectorLayout:
+        features: list[Feature] = []
+        offset = 0
+        for i, raw in enumerate(schema):
+            feature = _feature(raw, offset, f"schema[{i}]")
+            features.append(feature)
+            offset += feature.length
+        return cls(tuple(features), offset)
+
+    def check_capacity(self, total_clients: int, max_rows: int) -> None:
+        """OverflowRisk unless every sum of ``total_clients`` clients of up to ``max_rows`` rows each, within
+        the declared bounds, fits int64."""
+        rows = total_clients * max_rows
+        if rows > INT64_MAX:
+            raise OverflowRisk(f"{total_clients} clients x {max_rows} rows cannot be counted in 64 bits")
+        for feature in self.features:
+            if feature.data_type != "NUMERIC":
+                continue
+            largest = feature.max_scaled
+            if rows * largest * largest > INT64_MAX:
+                fits = INT64_MAX // max(largest * largest, 1) // total_clients
+                raise OverflowRisk(
+                    f"feature {feature.name!r}: {total_clients} clients x {max_rows} rows with |value| up to "
+                    f"{largest / 10**feature.scale:g} at scale {feature.scale} could overflow the 64-bit sum of "
+                    f"squares; at most {fits} rows per client fit (narrow the bounds, lower the scale or "
+                    "lower maxRows)"
+                )
+
+    def encode(self, rows: Iterable[Mapping[str, Any]], *, max_rows: int | None = None) -> np.ndarray:
+        """This client's statistics of ``rows`` as an int64 vector; RowError for a row that does not fit."""
+        sums = [0] * self.length
+        count = 0
+        for count, row in enumerate(rows, start=1):
+            if max_rows is not None and count > max_rows:
+                raise RowError(f"more than maxRows={max_rows} rows")
+            for feature in self.features:
+                _count_value(feature, row.get(feature.name), sums, count)
+        return np.array(sums, dtype=np.int64)
+
+    def decode(self, total: np.ndarray, *, clients: int) -> list[dict[str, Any]]:
+        """Per-feature statistics of the summed vector (int64); InconsistentAggregate if it cannot be one."""
+        if total.shape != (self.length,):
+            raise InconsistentAggregate(f"the sum has {total.size} values; the layout has {self.length}")
+        values: list[int] = total.astype(np.int64).tolist()
+        return [_decode(f, values[f.offset : f.offset + f.length]) for f in self.features]
+
+
+def _feature(raw: Mapping[str, Any], offset: int, where: str) -> Feature:
+    name = raw.get("featureName", raw.get("name"))
+    data_type = raw.get("dataType")
+    if not isinstance(name, str) or not isinstance(data_type, str):
+        raise LayoutError(f"'{where}' needs a name and a dataType", where)
+    if data_type == "BOOLEAN":
+        feature = Feature(name, data_type, offset, 2)
+    elif data_type == "NUMERIC":
+        feature = Feature(name, data_type, offset, 3, scale=_scale(raw, where), bounds=_bounds(raw, where))
+    elif data_type in CATEGORICAL_TYPES:
+        categories = raw.get("categories")
+        if (
+            not isinstance(categories, list)
+            or not categories
+            or not all(isinstance(c, str) and c for c in categories)
+            or len(set(categories)) != len(categories)
+        ):
+            raise LayoutError(
+                f"'{where}.categories' must list the {data_type} feature's distinct categories (non-empty strings)",
+                f"{where}.categories",
+            )
+        feature = Feature(name, data_type, offset, 1 + len(categories), categories=tuple(categories))
+    else:
+        raise LayoutError(f"'{where}.dataType' {data_type!r} has no vector layout", f"{where}.dataType")
+    declared = (raw.get("offset"), raw.get("length"))
+    if declared != (None, None) and declared != (feature.offset, feature.length):
+        raise LayoutError(
+            f"'{where}' declares offset/length {declared[0]}/{declared[1]}; its vector layout is "
+            f"{feature.offset}/{feature.length}",
+            where,
+        )
+    return feature
+
+
+def _scale(raw: Mapping[str, Any], where: str) -> int:
+    scale = raw.get("scale", 0)
+    if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= MAX_SCALE:
+        raise LayoutError(f"'{where}.scale' must be an integer 0-{MAX_SCALE} (decimal places)", f"{where}.scale")
+    return scale
+
+
+def _bounds(raw: Mapping[str, Any], where: str) -> tuple[Decimal, Decimal]:
+    bounds = raw.get("bounds")
+    if (
+        not isinstance(bounds, list)
+        or len(bounds) != 2
+        or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
+        or bounds[0] > bounds[1]
+    ):
+        raise LayoutError(
+            f"'{where}.bounds' must be [min, max], two finite numbers with min <= max: a NUMERIC feature of a "
+            "summed vector needs them to rule out overflow",
+            f"{where}.bounds",
+        )
+    return Decimal(str(bounds[0])), Decimal(str(bounds[1]))
+
+
+def _count_value(feature: Feature, value: Any, sums: list[int], row: int) -> None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return  # null: counted nowhere, not even in notNull
+    at = feature.offset
+    if feature.data_type == "BOOLEAN":
+        sums[at] += 1
+        sums[at + 1] += _boolean(value, feature, row)
+    elif feature.data_type == "NUMERIC":
+        scaled = _fixed_point(value, feature, row)
+        sums[at] += 1
+        sums[at + 1] += scaled
+        sums[at + 2] += scaled * scaled
+    else:
+        text = str(value).strip() if isinstance(value, str) else value
+        try:
+            index = feature.categories.index(text)
+        except ValueError:
+            raise RowError(
+                f"row {row}, feature {feature.name!r}: {_short(value)} is not one of its declared categories"
+            ) from None
+        sums[at] += 1
+        sums[at + 1 + index] += 1
+
+
+def _boolean(value: Any, feature: Feature, row: int) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and value in (0, 1):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return int(value.strip().lower() in _TRUE)
+    raise RowError(f"row {row}, feature {feature.name!r}: {_short(value)} is not a boolean")
+
+
+def _fixed_point(value: Any, feature: Feature, row: int) -> int:
+    assert feature.bounds is not None
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+            raise InvalidOperation
+        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(str(value))
+        if not number.is_finite():
+            raise InvalidOperation
+    except InvalidOperation:
+        raise RowError(f"row {row}, feature {feature.name!r}: {_short(value)} is not a finite number") from None
+    low, high = feature.bounds
+    if not low <= number <= high:
+        raise RowError(
+            f"row {row}, feature {feature.name!r}: {_short(value)} is outside the declared bounds [{low}, {high}]"
+        )
+    return int((number * Decimal(10) ** feature.scale).to_integral_value(ROUND_HALF_EVEN))
+
+
+def _decode(feature: Feature, values: list[int]) -> dict[str, Any]:
+    result: dict[str, Any] = {"featureName": feature.name, "dataType": feature.data_type}
+    if feature.data_type == "BOOLEAN":
+        not_null, true = values
+        _check(0 <= true <= not_null, feature, "the count of true values is negative or above the not-null count")
+        result.update(
+            aggregatedNotNull=not_null,
+            aggregatedTrue=true,
+            aggregatedFalse=not_null - true,
+            percentage=round(100 * true / not_null, 2) if not_null else 0.0,
+        )
+    elif feature.data_type == "NUMERIC":
+        count, total, squares = values
+        # Cauchy-Schwarz: an honest sum has total**2 <= count * squares.
+        _check(count >= 0 and squares >= 0 and total * total <= count * squares, feature, "impossible moments")
+        result.update(_moments(count, total, squares, feature))
+    else:
+        not_null, counts = values[0], values[1:]
+        _check(
+            not_null >= 0 and all(n >= 0 for n in counts) and sum(counts) == not_null,
+            feature,
+            "the category counts do not add up to the not-null count",
+        )
+        result.update(
+            aggregatedNotNull=not_null,
+            categoryCounts=dict(zip(feature.categories, counts, strict=True)),
+            categoryShares={
+                c: round(100 * n / not_null, 2) if not_null else 0.0
+                for c, n in zip(feature.categories, counts, strict=True)
+            },
+        )
+    return result
+
+
+def _moments(count: int, total: int, squares: int, feature: Feature) -> dict[str, Any]:
+    """count, sum, mean, sample variance and std, from exact integer sums: the only rounding is the final
+    conversion to float."""
+    unit = 10**feature.scale
+    mean = variance = std = None
+    if count:
+        mean = float(Fraction(total, count * unit))
+    if count > 1:
+        # (n * sum(x^2) - (sum x)^2) / (n (n - 1)), exact in integers before the one division.
+        exact = Fraction(count * squares - total * total, count * (count - 1) * unit * unit)
+        variance = float(exact)
+        std = math.sqrt(variance)
+    assert feature.bounds is not None
+    return {
+        "aggregatedNotNull": count,
+        "count": count,
+        "sum": total if feature.scale == 0 else float(Fraction(total, unit)),
+        "mean": mean,
+        "variance": variance,
+        "std": std,
+        "scale": feature.scale,
+        "bounds": [int(b) if b == b.to_integral_value() else float(b) for b in feature.bounds],
+    }
+
+
+def _check(condition: bool, feature: Feature, what: str) -> None:
+    if not condition:
+        raise InconsistentAggregate(
+            f"feature {feature.name!r}: {what}; the sum cannot come from honest vectors (did a client mask with "
+            "other keys than the job's?)"
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

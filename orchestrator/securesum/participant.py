@@ -1,0 +1,113 @@
+"""A data holder's side of the summed-vector backends: local statistics from rows, the key round, masking
+and submission, on top of OrchestratorClient.
+
+    async with OrchestratorClient(url) as client:
+        result = await client.submit_statistics("job-1", "hospital-A", 3, schema, "data.csv", wait=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from collections.abc import Iterable, Mapping
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from orchestrator.securesum.layout import VectorLayout
+from orchestrator.securesum.masking import (
+    InvalidPublicKey,
+    encode_key,
+    generate_private_key,
+    mask_vector,
+    parse_public_key,
+    public_key_bytes,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.client import OrchestratorClient
+
+DEFAULT_MAX_ROWS = 1_000_000
+Rows = Iterable[Mapping[str, Any]] | str | PathLike[str]
+
+
+class KeyRoundError(RuntimeError):
+    """The key round's outcome cannot be trusted (our own key is missing or changed, a key is unusable)."""
+
+
+def read_rows(rows: Rows) -> Iterable[Mapping[str, Any]]:
+    """Rows as given, or the rows of a CSV file (header line first)."""
+    if isinstance(rows, (str, PathLike)):
+        with Path(rows).open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    return rows
+
+
+def local_statistics(schema: list[dict[str, Any]], rows: Rows, total_clients: int, max_rows: int) -> np.ndarray:
+    """This client's int64 statistics vector; LayoutError, OverflowRisk or RowError before anything is sent."""
+    layout = VectorLayout.from_schema(schema)
+    layout.check_capacity(total_clients, max_rows)
+    return layout.encode(read_rows(rows), max_rows=max_rows)
+
+
+async def submit_statistics(
+    client: OrchestratorClient,
+    job_id: str,
+    client_id: str,
+    total_clients: int,
+    schema: list[dict[str, Any]],
+    rows: Rows,
+    *,
+    aggregation: str = "secure-sum",
+    max_rows: int = DEFAULT_MAX_ROWS,
+    wait: bool = False,
+    timeout: float | None = None,  # noqa: ASYNC109 - the documented API
+    private_key: X25519PrivateKey | None = None,
+) -> dict[str, Any]:
+    values = local_statistics(schema, rows, total_clients, max_rows)
+    async with asyncio.timeout(timeout):
+        if aggregation == "sum":
+            answer = await client.update(
+                job_id,
+                client_id,
+                total_clients,
+                schema,
+                vector=values.view("<u8").tobytes(),
+                max_rows=max_rows,
+                aggregation="sum",
+            )
+        elif aggregation == "secure-sum":
+            private_key = private_key or generate_private_key()
+            own_key = public_key_bytes(private_key)
+            await client.register_key(job_id, client_id, total_clients, encode_key(own_key), schema, max_rows=max_rows)
+            public_keys = checked_keys(await client.wait_for_keys(job_id), client_id, own_key, total_clients)
+            masked = await asyncio.to_thread(
+                mask_vector,
+                values,
+                job_id=job_id,
+                client_id=client_id,
+                private_key=private_key,
+                public_keys=public_keys,
+            )
+            answer = await client.submit_vector(job_id, client_id, total_clients, masked.tobytes())
+        else:
+            raise ValueError(f"aggregation must be 'secure-sum' or 'sum', not {aggregation!r}")
+        if wait:
+            return await client.wait_for_completion(job_id)
+    return answer
+
+
+def checked_keys(round_: dict[str, Any], client_id: str, own_key: bytes, total_clients: int) -> dict[str, bytes]:
+    """The key round's keys (clientId -> raw key), after checking it is complete and carries our key."""
+    try:
+        keys = {entry["clientId"]: parse_public_key(entry["publicKey"]) for entry in round_["keys"]}
+    except (KeyError, TypeError, InvalidPublicKey) as e:
+        raise KeyRoundError(f"the key round returned an unusable key: {e}") from None
+    if len(keys) != total_clients:
+        raise KeyRoundError(f"the key round has {len(keys)} keys; the job has {total_clients} clients")
+    if keys.get(client_id) != own_key:
+        raise KeyRoundError(f"the key round does not carry client {client_id}'s own public key")
+    return keys

@@ -1,0 +1,87 @@
+"""Redis side of the summed-vector backends: the key round, and the streamed sum of the stored vectors."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import numpy as np
+from redis.client import NEVER_DECODE
+
+from orchestrator import scripts
+from orchestrator.models import JobStatus, KeyRequest, KeyResult
+from orchestrator.store import JobStore, now_ms
+
+
+class MissingVector(LookupError):
+    """A client counted for the job has no stored vector (it expired, or the job was not a vector job)."""
+
+
+class VectorStore:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
+        self._register_key = store.redis.register_script(scripts.REGISTER_KEY)
+
+    async def register_key(self, req: KeyRequest) -> KeyResult:
+        """Record a client's public key; the first key of a job creates it, the last one completes the round."""
+        k = self.keys
+        async with self.store.guard("register_key"):
+            raw = await self._register_key(
+                keys=[
+                    k.job(req.job_id),
+                    k.events(req.job_id),
+                    k.public_keys(req.job_id),
+                    k.jobs_by_created,
+                    k.jobs_by_status(JobStatus.IN_PROGRESS),
+                    k.jobs_by_deadline,
+                    k.tombstone(req.job_id),
+                    k.jobs_by_updated,
+                ],
+                args=[
+                    req.job_id,
+                    req.client_id,
+                    req.total_clients,
+                    req.schema_json or "",
+                    *self.store._change_args(),
+                    req.deadline_ms if req.deadline_ms is not None else now_ms() + self.store.collection_timeout_ms,
+                    "" if req.vector_length is None else req.vector_length,
+                    req.max_rows,
+                    req.public_key,
+                ],
+            )
+        outcome, created, count, total, version, status, detail = raw
+        return KeyResult(str(outcome), bool(created), int(count), int(total), int(version), str(status), detail or None)
+
+    async def key_round(self, job_id: str) -> tuple[dict[str, str], dict[str, str]] | None:
+        """The job's fields the key round needs, and its public keys (clientId -> base64); None if no job."""
+        async with self.store.guard("keys"), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.keys.job(job_id), "totalClients", "status", "aggregation", "version", "maxRows")
+            pipe.hgetall(self.keys.public_keys(job_id))
+            fields, public_keys = await pipe.execute()
+        if fields[0] is None:
+            return None
+        names = ("totalClients", "status", "aggregation", "version", "maxRows")
+        return {n: v or "" for n, v in zip(names, fields, strict=True)}, cast(dict[str, str], public_keys)
+
+    async def stored_vector(self, job_id: str, client_id: str) -> bytes | None:
+        """What the service keeps of a client's vector (for tests and audits)."""
+        async with self.store.guard("vector"):
+            raw = await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                "HGET", self.keys.vectors(job_id), client_id, **{NEVER_DECODE: True}
+            )
+        return cast(bytes | None, raw)
+
+    async def sum_vectors(self, job_id: str, clients: list[str], length: int) -> np.ndarray:
+        """The element-wise sum mod 2**64 of the clients' stored vectors (uint64). Reads one vector at a
+        time, so memory stays at the sum plus one vector however many clients there are."""
+        total = np.zeros(length, dtype="<u8")
+        for client_id in clients:
+            raw = await self.stored_vector(job_id, client_id)
+            if raw is None:
+                raise MissingVector(f"no stored vector for client {client_id}")
+            if len(raw) != 8 * length:
+                raise MissingVector(f"the stored vector of client {client_id} has {len(raw) // 8} values, not {length}")
+            total += np.frombuffer(raw, dtype="<u8")
+            del raw
+        return total

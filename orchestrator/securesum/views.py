@@ -1,0 +1,105 @@
+"""HTTP handlers of the key round: clients register their public keys, then read everyone's."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from orchestrator.errors import ApiError, Conflict, JobNotFound
+from orchestrator.securesum.requests import parse_key_request
+from orchestrator.store import now_ms
+from orchestrator.typedefs import SETTINGS, VECTORS
+from orchestrator.validation import parse_json_object, validate_id
+from orchestrator.views import read_body, require_json
+
+logger = logging.getLogger("orchestrator.api")
+
+
+async def register_key(request: web.Request) -> web.Response:
+    job_id = request.match_info["jobId"]
+    validate_id(job_id, "jobId")
+    require_json(request)
+    settings = request.app[SETTINGS]
+    req = parse_key_request(
+        job_id, parse_json_object(await read_body(request, settings.max_body_bytes)), settings, now_ms()
+    )
+    result = await request.app[VECTORS].register_key(req)
+    where = f"job {job_id}, client {req.client_id}"
+    details: dict[str, Any] = {"jobId": job_id, "clientId": req.client_id}
+    if result.outcome == "conflict":
+        logger.warning("Refused key for %s: %s differs from the job's", where, result.detail)
+        code = {"totalClients": "total_clients_mismatch", "schema": "schema_mismatch"}.get(
+            result.detail or "", "max_rows_mismatch"
+        )
+        raise Conflict(
+            f"Job {job_id} already exists with a different {result.detail}", code=code, field=result.detail, **details
+        )
+    if result.outcome == "closed":
+        raise Conflict(
+            f"Job {job_id} is {result.status} and no longer takes keys", code="job_not_collecting", **details
+        )
+    if result.outcome == "refused":
+        messages = {
+            "schema_required": (400, f"Job {job_id} does not exist yet: the first key needs the job's schema"),
+            "not_secure_sum": (409, f"Job {job_id} is not a secure-sum job: it has no key round"),
+            "key_conflict": (409, f"Client {req.client_id} already registered another public key for job {job_id}"),
+            "keys_complete": (
+                409,
+                f"Every one of job {job_id}'s {result.total_clients} clients has registered a key; "
+                f"{req.client_id} is not one of them",
+            ),
+        }
+        status, message = messages[result.detail or ""]
+        logger.warning("Refused key for %s: %s", where, result.detail)
+        raise ApiError(message, code=result.detail, http_status=status, **details)
+    complete = result.key_count >= result.total_clients
+    if result.outcome == "registered":
+        created = f"Job {job_id} created for a secure sum (totalClients={result.total_clients}); " * result.created
+        logger.info(
+            "%sPublic key of client %s registered for job %s (%d/%d)%s",
+            created,
+            req.client_id,
+            job_id,
+            result.key_count,
+            result.total_clients,
+            "; key round complete" if complete else "",
+        )
+    return web.json_response(
+        {
+            **details,
+            "alreadyRegistered": result.outcome == "duplicate",
+            "keyCount": result.key_count,
+            "totalClients": result.total_clients,
+            "complete": complete,
+            "version": result.version,
+        },
+        status=201 if result.outcome == "registered" else 200,
+    )
+
+
+async def get_keys(request: web.Request) -> web.Response:
+    job_id = request.match_info["jobId"]
+    validate_id(job_id, "jobId")
+    found = await request.app[VECTORS].key_round(job_id)
+    if found is None:
+        raise JobNotFound(job_id)
+    fields, public_keys = found
+    if fields["aggregation"] != "secure-sum":
+        raise Conflict(
+            f"Job {job_id} is not a secure-sum job: it has no key round", code="not_secure_sum", jobId=job_id
+        )
+    total = int(fields["totalClients"])
+    return web.json_response(
+        {
+            "jobId": job_id,
+            "status": fields["status"],
+            "totalClients": total,
+            "maxRows": int(fields["maxRows"] or 0),
+            "keyCount": len(public_keys),
+            "complete": len(public_keys) >= total,
+            "keys": [{"clientId": c, "publicKey": public_keys[c]} for c in sorted(public_keys)],
+            "version": int(fields["version"] or 0),
+        }
+    )
