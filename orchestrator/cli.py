@@ -1,4 +1,4 @@
-"""Command line: `orchestrator serve`, and the client commands `watch` and `update`."""
+"""Command line: `orchestrator serve` and `demo`, and the client commands `watch`, `update` and `submit`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from orchestrator import SERVICE_NAME, __version__
 from orchestrator.app import create_app
 from orchestrator.client import FINAL_STATUSES, OrchestratorClient, OrchestratorError
 from orchestrator.logconfig import configure_logging, shutdown_logging
+from orchestrator.securesum.demo import run_demo
+from orchestrator.securesum.participant import DEFAULT_MAX_ROWS, KeyRoundError
 from orchestrator.settings import Settings, SettingsError, client_base_url
 
 logger = logging.getLogger("orchestrator.main")
@@ -46,6 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--total", required=True, type=int, help="totalClients")
     update.add_argument("--schema", type=Path, help="a JSON file with the job's schema (a list of features)")
     update.add_argument("--url", default=None, help=url_help)
+
+    submit = sub.add_parser(
+        "submit", help="compute a client's statistics from a CSV file and submit them through the secure sum"
+    )
+    submit.add_argument("--job", required=True, help="jobId")
+    submit.add_argument("--client", required=True, help="clientId")
+    submit.add_argument("--total", required=True, type=int, help="totalClients")
+    submit.add_argument("--schema", required=True, type=Path, help="a JSON file with the job's schema")
+    submit.add_argument("--csv", required=True, type=Path, help="the client's rows: a CSV file with a header line")
+    submit.add_argument("--aggregation", choices=["secure-sum", "sum"], default="secure-sum")
+    submit.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="the job's maxRows (all clients agree)")
+    submit.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    submit.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    submit.add_argument("--url", default=None, help=url_help)
+
+    demo = sub.add_parser(
+        "demo", help="run simulated data holders through the secure sum, on an embedded service or --url"
+    )
+    demo.add_argument("--clients", type=int, default=5, help="data holders (2-100, default 5)")
+    demo.add_argument("--rows", type=int, default=1000, help="rows per data holder (default 1000)")
+    demo.add_argument("--seed", type=int, default=None, help="seed of the synthetic data")
+    demo.add_argument("--url", default=None, help="use this running service instead of starting one")
+    demo.add_argument("--port", type=int, default=None, help="port of the embedded service (env PORT, default 5000)")
+    demo.add_argument("--exit", action="store_true", help="stop the embedded service after the demo")
     return parser
 
 
@@ -54,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
-    command = watch_command if args.command == "watch" else update_command
+    commands = {"watch": watch_command, "update": update_command, "submit": submit_command, "demo": demo_command}
     try:
-        return asyncio.run(command(args))
+        return asyncio.run(commands[args.command](args))
     except KeyboardInterrupt:
         return 130
     except OrchestratorError as e:
@@ -64,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (aiohttp.ClientError, OSError) as e:
         print(f"orchestrator: cannot reach the service: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, KeyRoundError) as e:  # rows, schema or overflow refused before sending
+        print(f"orchestrator: {e}", file=sys.stderr)
+        return 2
+    except TimeoutError:
+        print("orchestrator: timed out", file=sys.stderr)
         return 1
 
 
@@ -88,6 +120,58 @@ async def update_command(args: argparse.Namespace) -> int:
     async with OrchestratorClient(args.url or client_base_url()) as client:
         print(json.dumps(await client.update(args.job, args.client, args.total, schema)))
     return 0
+
+
+async def submit_command(args: argparse.Namespace) -> int:
+    try:
+        schema = json.loads(args.schema.read_text())
+    except (OSError, ValueError) as e:
+        print(f"orchestrator: cannot read the schema from {args.schema}: {e}", file=sys.stderr)
+        return 2
+    if not args.csv.is_file():
+        print(f"orchestrator: no such CSV file: {args.csv}", file=sys.stderr)
+        return 2
+    async with OrchestratorClient(args.url or client_base_url()) as client:
+        answer = await client.submit_statistics(
+            args.job,
+            args.client,
+            args.total,
+            schema,
+            args.csv,
+            aggregation=args.aggregation,
+            max_rows=args.max_rows,
+            wait=args.wait,
+            timeout=args.timeout,
+        )
+    print(json.dumps(answer, indent=2 if args.wait else None))
+    return 0 if not args.wait or answer.get("status") == "COMPLETED" else 1
+
+
+async def demo_command(args: argparse.Namespace) -> int:
+    if not 2 <= args.clients <= 100 or not 1 <= args.rows <= 1_000_000:
+        print("orchestrator: --clients must be 2-100 and --rows 1-1000000", file=sys.stderr)
+        return 2
+    if args.url:
+        return 0 if await run_demo(args.url.rstrip("/"), clients=args.clients, rows=args.rows, seed=args.seed) else 1
+    try:
+        settings = Settings.from_env().with_overrides(port=args.port)
+    except SettingsError as e:
+        print(f"orchestrator: configuration error: {e}", file=sys.stderr)
+        return 2
+    logging.getLogger("orchestrator").setLevel(logging.WARNING)
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        url = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '') else settings.host}:{settings.port}"
+        print(f"Service started on {url} ({settings.redis_label})")
+        ok = await run_demo(url, clients=args.clients, rows=args.rows, seed=args.seed)
+        if not args.exit:
+            print(f"\nThe service keeps running: open {url}/dashboard (Ctrl-C to stop).", flush=True)
+            await asyncio.Event().wait()
+        return 0 if ok else 1
+    finally:
+        await runner.cleanup()
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -69,6 +69,24 @@ _FEATURE = {
         "offset": {"type": "integer", "minimum": 0},
         "length": {"type": "integer", "minimum": 0},
         "fields": {"type": "array", "items": {"type": "string"}},
+        "categories": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The declared categories of a NOMINAL/ORDINAL/CATEGORICAL feature.",
+        },
+        "bounds": {
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": 2,
+            "maxItems": 2,
+            "description": "[min, max] of a NUMERIC feature: required by the sum and secure-sum backends.",
+        },
+        "scale": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 12,
+            "description": "Decimal places kept of a NUMERIC feature's values (fixed point), default 0.",
+        },
     },
     "required": ["dataType"],
     "additionalProperties": True,
@@ -122,6 +140,66 @@ SCHEMAS: dict[str, Any] = {
                 ]
             },
             "schema": {"type": "array", "items": _ref("Feature"), "maxItems": 10000, "nullable": True},
+            "aggregation": {"type": "string", "enum": ["smpc", "none", "secure-sum", "sum"]},
+            "deadline": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]},
+            "vector": {
+                "type": "string",
+                "format": "byte",
+                "description": "sum / secure-sum jobs: the client's (masked) statistics vector, base64 of "
+                "little-endian uint64 values.",
+            },
+            "maxRows": {"type": "integer", "minimum": 1, "description": "sum jobs: the most rows a client counts."},
+        },
+    },
+    "KeyRequest": {
+        "type": "object",
+        "required": ["clientId", "totalClients", "publicKey"],
+        "properties": {
+            "clientId": _ID,
+            "totalClients": {"type": "integer", "minimum": 2, "maximum": 100000},
+            "publicKey": {"type": "string", "format": "byte", "description": "Raw 32-byte X25519 key, base64."},
+            "schema": {
+                "type": "array",
+                "items": _ref("Feature"),
+                "description": "Required with the first key (it creates the job).",
+            },
+            "maxRows": {"type": "integer", "minimum": 1},
+            "deadline": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]},
+        },
+    },
+    "KeyResponse": {
+        "type": "object",
+        "required": ["jobId", "clientId", "alreadyRegistered", "keyCount", "totalClients", "complete", "version"],
+        "properties": {
+            "jobId": _ID,
+            "clientId": _ID,
+            "alreadyRegistered": {"type": "boolean"},
+            "keyCount": {"type": "integer"},
+            "totalClients": {"type": "integer"},
+            "complete": {"type": "boolean"},
+            "version": {"type": "integer"},
+        },
+    },
+    "KeyRound": {
+        "type": "object",
+        "required": ["jobId", "status", "totalClients", "maxRows", "keyCount", "complete", "keys", "version"],
+        "properties": {
+            "jobId": _ID,
+            "status": _STATUS,
+            "totalClients": {"type": "integer"},
+            "maxRows": {"type": "integer"},
+            "keyCount": {"type": "integer"},
+            "complete": {"type": "boolean"},
+            "keys": {
+                "type": "array",
+                "description": "Sorted by clientId.",
+                "items": {
+                    "type": "object",
+                    "required": ["clientId", "publicKey"],
+                    "properties": {"clientId": _ID, "publicKey": {"type": "string"}},
+                },
+            },
+            "version": {"type": "integer"},
         },
     },
     "UpdateResponse": {
@@ -269,7 +347,16 @@ OPENAPI: dict[str, Any] = {
         "/api/update": {
             "post": {
                 "summary": "Report that a client finished its part of a job (creates the job on its first update)",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("UpdateRequest")}}},
+                "description": "A JSON body; or, for a sum / secure-sum job that exists, the vector itself as an "
+                "`application/octet-stream` body (little-endian uint64 values) with jobId, clientId and totalClients "
+                "in the query string.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _ref("UpdateRequest")},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
                 "responses": {
                     "200": _json(
                         _ref("UpdateResponse"), "Recorded, or already recorded for this client (nothing changed)."
@@ -284,6 +371,37 @@ OPENAPI: dict[str, Any] = {
                     "503": _UNAVAILABLE,
                 },
             }
+        },
+        "/api/jobs/{jobId}/keys": {
+            "post": {
+                "summary": "Register a client's X25519 public key for a secure-sum job (the first creates the job)",
+                "parameters": [_JOB_ID_PARAM],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("KeyRequest")}}},
+                "responses": {
+                    "200": _json(_ref("KeyResponse"), "This key was registered before (nothing changed)."),
+                    "201": _json(_ref("KeyResponse"), "Registered; `complete` once every client has a key."),
+                    "400": _ERROR,
+                    "409": _json(
+                        _ref("Error"),
+                        "Another key for this client, the round is complete, the job is not a secure-sum job, "
+                        "not collecting, or has other totalClients, schema or maxRows.",
+                    ),
+                    "413": _ERROR,
+                    "415": _ERROR,
+                    "503": _UNAVAILABLE,
+                },
+            },
+            "get": {
+                "summary": "The key round of a secure-sum job: every registered public key",
+                "parameters": [_JOB_ID_PARAM],
+                "responses": {
+                    "200": _json(_ref("KeyRound"), "The keys so far; `complete` once every client has one."),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "409": _json(_ref("Error"), "Not a secure-sum job."),
+                    "503": _UNAVAILABLE,
+                },
+            },
         },
         "/api/job-status/{jobId}": {
             "get": {
