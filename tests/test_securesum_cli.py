@@ -1,0 +1,127 @@
+"""`orchestrator submit` and `orchestrator demo`, run as the user would run them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.support import REPO, free_port
+
+SCHEMA = [
+    {"name": "age", "dataType": "NUMERIC", "bounds": [0, 120], "scale": 1},
+    {"name": "smoker", "dataType": "BOOLEAN"},
+    {"name": "blood", "dataType": "NOMINAL", "categories": ["A", "B", "O"]},
+]
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator",
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_submit_from_csv_files(make_client: Callable[..., Any], tmp_path: Path) -> None:
+    client = await make_client(aggregation_workers=1)
+    url = str(client.make_url("")).rstrip("/")
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA))
+    files = []
+    for name, body in [
+        ("a", "age,smoker,blood\n30.5,true,A\n41,false,O\n"),
+        ("b", "age,smoker,blood\n,yes,B\n60.25,,\n"),
+    ]:
+        path = tmp_path / f"{name}.csv"
+        path.write_text(body)
+        files.append(path)
+    common = ["--job", "cli-1", "--total", "2", "--schema", str(schema), "--url", url, "--wait", "--timeout", "30"]
+    outcomes = await asyncio.gather(
+        run("submit", "--client", "a", "--csv", str(files[0]), *common),
+        run("submit", "--client", "b", "--csv", str(files[1]), *common),
+    )
+    for code, out, err in outcomes:
+        assert code == 0, err
+        final = json.loads(out)
+        assert final["status"] == "COMPLETED"
+    age, smoker, blood = final["aggregatedResults"]
+    assert (age["count"], age["sum"]) == (3, 30.5 + 41 + 60.2)  # 60.25 kept to one decimal (half to even)
+    assert (smoker["aggregatedNotNull"], smoker["aggregatedTrue"]) == (3, 2)
+    assert blood["categoryCounts"] == {"A": 1, "B": 1, "O": 1}
+
+
+async def test_submit_refuses_what_could_overflow_or_does_not_fit(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    client = await make_client()
+    url = str(client.make_url("")).rstrip("/")
+    wide = tmp_path / "wide.json"
+    wide.write_text(json.dumps([{"name": "x", "dataType": "NUMERIC", "bounds": [0, 1e8], "scale": 3}]))
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,age\n5,200\n")
+    code, _, err = await run(
+        "submit",
+        "--job",
+        "cli-2",
+        "--client",
+        "a",
+        "--total",
+        "2",
+        "--schema",
+        str(wide),
+        "--csv",
+        str(rows),
+        "--url",
+        url,
+    )
+    assert code == 2
+    assert "overflow" in err
+    narrow = tmp_path / "narrow.json"
+    narrow.write_text(json.dumps(SCHEMA))
+    code, _, err = await run(
+        "submit",
+        "--job",
+        "cli-2",
+        "--client",
+        "a",
+        "--total",
+        "2",
+        "--schema",
+        str(narrow),
+        "--csv",
+        str(rows),
+        "--url",
+        url,
+    )
+    assert code == 2
+    assert "outside the declared bounds" in err
+    assert (await client.get("/api/jobs/cli-2")).status == 404
+
+
+async def test_demo_runs_end_to_end_on_the_embedded_service(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"RESULTS_SAVE_PATH": str(tmp_path / "results"), "LOG_DIR": str(tmp_path / "logs")}
+    code, out, err = await run(
+        "demo", "--clients", "3", "--rows", "200", "--seed", "3", "--port", str(port), "--exit", env=env
+    )
+    assert code == 0, out + err
+    assert "Every statistic matches the plaintext truth." in out
+    assert f"http://127.0.0.1:{port}/dashboard" in out

@@ -1,0 +1,97 @@
+"""The secure sum end to end: data holders on two service processes sharing one real Redis, through HTTP
+and WebSockets; racing key registrations; the result equals the plaintext statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from orchestrator.client import OrchestratorClient
+from orchestrator.keys import Keys
+from orchestrator.securesum.demo import SCHEMA, compare, plaintext_truth, synthetic_rows
+from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
+from tests.conftest import REAL_REDIS_URL
+from tests.support import ServiceProcess
+
+pytestmark = pytest.mark.real_redis
+
+
+@pytest.fixture
+async def instances(prefix: str, tmp_path: Path, real_redis: aioredis.Redis) -> Any:
+    env = {"REDIS_URL": REAL_REDIS_URL, "KEY_PREFIX": prefix, "ACCESS_LOG": "false", "AGGREGATION_WORKERS": "2"}
+    processes = [ServiceProcess(env, tmp_path / f"i{n}") for n in range(2)]
+    try:
+        await asyncio.gather(*(p.ready("/readyz") for p in processes))
+        yield processes
+    finally:
+        for process in processes:
+            process.stop()
+
+
+async def job_events(redis: aioredis.Redis, prefix: str, job: str) -> list[dict[str, Any]]:
+    return [json.loads(e) for e in await redis.lrange(Keys(prefix).events(job), 0, -1)]
+
+
+async def test_clients_on_two_instances_get_the_plaintext_statistics(
+    instances: list[ServiceProcess], real_redis: aioredis.Redis, prefix: str
+) -> None:
+    rng = random.Random(5)
+    data = {f"holder-{i}": synthetic_rows(random.Random(rng.random()), 300) for i in range(6)}
+
+    async def holder(n: int, client_id: str) -> dict[str, Any]:
+        # Each holder talks to one instance: keys, events (WebSocket) and its update all go there.
+        async with OrchestratorClient(instances[n % 2].base) as client:
+            return await client.submit_statistics(
+                "e2e", client_id, len(data), SCHEMA, data[client_id], wait=True, timeout=60
+            )
+
+    results = await asyncio.gather(*(holder(n, c) for n, c in enumerate(data)))
+    assert {r["status"] for r in results} == {"COMPLETED"}
+    lines, ok = compare(results[0]["aggregatedResults"], plaintext_truth([r for rows in data.values() for r in rows]))
+    assert ok, "\n".join(lines)
+    assert results[0]["metadata"]["aggregation"] == "secure-sum"
+
+    events = await job_events(real_redis, prefix, "e2e")
+    types = [e["type"] for e in events]
+    assert types.count("keys.registered") == 6
+    assert types.count("keys.complete") == 1
+    assert types.count("client.done") == 6
+    assert (types.count("job.aggregating"), types.count("job.completed")) == (1, 1)
+    assert types.index("keys.complete") < types.index("client.done")
+    versions = [e["version"] for e in events]
+    assert versions == sorted(set(versions))
+    # The vectors are gone once the job is finished; what remains is the result.
+    assert await real_redis.exists(Keys(prefix).vectors("e2e")) == 0
+
+
+async def test_racing_key_registrations_fill_the_round_exactly_once(
+    instances: list[ServiceProcess], real_redis: aioredis.Redis, prefix: str
+) -> None:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def register(n: int) -> tuple[int, str]:
+            key = encode_key(public_key_bytes(generate_private_key()))
+            body = {"clientId": f"c{n:02d}", "totalClients": 10, "publicKey": key, "schema": SCHEMA}
+            async with session.post(f"{instances[n % 2].base}/api/jobs/race/keys", json=body) as resp:
+                answer = await resp.json()
+                return resp.status, answer.get("error", {}).get("code", "")
+
+        # 15 clients race for a round of 10, each sending its key three times.
+        outcomes = await asyncio.gather(*(register(n) for n in range(15) for _ in range(3)))
+        async with session.get(f"{instances[0].base}/api/jobs/race/keys") as resp:
+            round_ = await resp.json()
+    assert round_["keyCount"] == 10 and round_["complete"] is True
+    registered = {k["clientId"] for k in round_["keys"]}
+    assert sum(1 for status, _ in outcomes if status == 201) == 10
+    assert {code for status, code in outcomes if status == 409} <= {"keys_complete", "key_conflict"}
+    # A client that got a key in registered it once; its repeats are refused as other keys, not counted.
+    assert len(registered) == 10
+    types = [e["type"] for e in await job_events(real_redis, prefix, "race")]
+    assert (types.count("job.created"), types.count("keys.registered"), types.count("keys.complete")) == (1, 10, 1)
