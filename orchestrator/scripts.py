@@ -32,18 +32,27 @@ end
 #   from it, so listeners that saw the old one see a gapless sequence); indexes: {created, IN_PROGRESS,
 #   deadlines}; fields: extra hash fields (aggregation backend, vector layout).
 _CREATE = """
-local function create_job(job, events, tomb, indexes, job_id, total, schema, now, at, history, channel,
+local function create_job(job, events, tomb, indexes, job_id, total, schema, digest, now, at, history, channel,
                           deadline, fields)
   local base = tonumber(redis.call('GET', tomb) or '0')
   redis.call('DEL', tomb)
   redis.call('HSET', job, 'jobId', job_id, 'totalClients', total, 'doneCount', 0, 'schema', schema,
-    'finalResult', '', 'status', 'IN_PROGRESS', 'createdAt', now, 'updatedAt', now, 'version', base,
-    'deadlineAt', deadline, unpack(fields))
+    'schemaDigest', digest, 'finalResult', '', 'status', 'IN_PROGRESS', 'createdAt', now, 'updatedAt', now,
+    'version', base, 'deadlineAt', deadline, unpack(fields))
   redis.call('ZADD', indexes[1], now, job_id)
   redis.call('ZADD', indexes[2], now, job_id)
   redis.call('ZADD', indexes[3], tonumber(deadline), job_id)
   emit(job, events, job_id, at, history, channel, 'job.created', {totalClients = total, status = 'IN_PROGRESS'})
   return base
+end
+
+-- The digest of the job's stored schema ('' when it has none): schemas are compared by digest, so an
+-- update does not load a large schema. A job stored before digests existed is compared by its text.
+local function schema_digest(job, stored, schema, digest)
+  if stored and stored ~= '' then return stored end
+  if redis.call('HSTRLEN', job, 'schema') == 0 then return '' end
+  if schema ~= '' and redis.call('HGET', job, 'schema') == schema then return digest end
+  return 'stored-before-digests'
 end
 """
 
@@ -61,6 +70,7 @@ end
 # KEYS[12] the job's public keys hash (clientId -> key)  KEYS[13] the job's vectors hash (clientId -> bytes)
 # ARGV[12] this client's vector (little-endian uint64 bytes; '' for none)
 # ARGV[13] vectorLength, ARGV[14] maxRows: the layout of a 'sum' job this update creates ('' otherwise)
+# ARGV[15] SHA-1 of ARGV[4] ('' when no schema came)
 # Returns {outcome, created, triggered, status, doneCount, totalClients, version, detail}
 #   outcome: 'recorded' | 'duplicate' (client already counted, nothing changed)
 #            | 'conflict' (totalClients or schema differ from the job's; detail names which)
@@ -79,8 +89,8 @@ local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV
 local vector = ARGV[12]
 local created = 0
 
-local current = redis.call('HMGET', job, 'totalClients', 'schema', 'status', 'doneCount', 'version', 'createdAt',
-  'aggregation', 'vectorLength')
+local current = redis.call('HMGET', job, 'totalClients', 'schemaDigest', 'status', 'doneCount', 'version',
+  'createdAt', 'aggregation', 'vectorLength')
 if not current[1] then
   if ARGV[11] == 'secure-sum' then
     return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'keys_incomplete'}
@@ -101,16 +111,17 @@ if not current[1] then
     end
     fields = {'aggregation', ARGV[11], 'vectorLength', ARGV[13], 'maxRows', ARGV[14]}
   end
-  local base = create_job(job, events, KEYS[11], {KEYS[5], KEYS[7], KEYS[10]}, job_id, total, schema, now, at,
-    history, channel, ARGV[10], fields)
+  local base = create_job(job, events, KEYS[11], {KEYS[5], KEYS[7], KEYS[10]}, job_id, total, schema, ARGV[15],
+    now, at, history, channel, ARGV[10], fields)
   created = 1
-  current = {tostring(total), schema, 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), ARGV[11], ARGV[13]}
+  current = {tostring(total), ARGV[15], 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), ARGV[11], ARGV[13]}
 else
   local stored_total = tonumber(current[1])
   if stored_total ~= total then
     return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'totalClients'}
   end
-  if schema ~= '' and current[2] ~= '' and current[2] ~= schema then
+  current[2] = schema_digest(job, current[2], schema, ARGV[15])
+  if schema ~= '' and current[2] ~= '' and current[2] ~= ARGV[15] then
     return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'schema'}
   end
 end
@@ -145,7 +156,7 @@ if vector ~= '' then
 end
 
 if schema ~= '' and current[2] == '' then
-  redis.call('HSET', job, 'schema', schema)
+  redis.call('HSET', job, 'schema', schema, 'schemaDigest', ARGV[15])
 end
 redis.call('SADD', clients, client_id)
 local done = redis.call('SCARD', clients)
@@ -184,7 +195,7 @@ return {'recorded', created, triggered, status, done, total, version, ''}
 # ARGV[1] jobId  ARGV[2] clientId  ARGV[3] totalClients  ARGV[4] canonical schema JSON or ''
 # ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
 # ARGV[10] collection deadline (epoch ms)  ARGV[11] vectorLength ('' when no schema came)
-# ARGV[12] maxRows  ARGV[13] the public key (base64)
+# ARGV[12] maxRows  ARGV[13] the public key (base64)  ARGV[14] SHA-1 of ARGV[4] ('' when no schema came)
 # Returns {outcome, created, keyCount, totalClients, version, status, detail}
 #   outcome: 'registered' | 'duplicate' (this very key was registered before: nothing changes)
 #            | 'conflict' (detail: totalClients, schema, maxRows) | 'closed' (not collecting)
@@ -199,21 +210,22 @@ local job, events, keys = KEYS[1], KEYS[2], KEYS[3]
 local job_id, client_id, total, schema = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
 local created = 0
-local current = redis.call('HMGET', job, 'totalClients', 'schema', 'status', 'version', 'aggregation', 'maxRows')
+local current = redis.call('HMGET', job, 'totalClients', 'schemaDigest', 'status', 'version', 'aggregation',
+  'maxRows')
 if not current[1] then
   if schema == '' then
     return {'refused', 0, 0, total, 0, '', 'schema_required'}
   end
-  local base = create_job(job, events, KEYS[7], {KEYS[4], KEYS[5], KEYS[6]}, job_id, total, schema, now, at,
-    history, channel, ARGV[10], {'aggregation', 'secure-sum', 'vectorLength', ARGV[11], 'maxRows', ARGV[12]})
+  local base = create_job(job, events, KEYS[7], {KEYS[4], KEYS[5], KEYS[6]}, job_id, total, schema, ARGV[14],
+    now, at, history, channel, ARGV[10], {'aggregation', 'secure-sum', 'vectorLength', ARGV[11], 'maxRows', ARGV[12]})
   created = 1
-  current = {tostring(total), schema, 'IN_PROGRESS', tostring(base + 1), 'secure-sum', ARGV[12]}
+  current = {tostring(total), ARGV[14], 'IN_PROGRESS', tostring(base + 1), 'secure-sum', ARGV[12]}
 end
 local version = tonumber(current[4])
 if tonumber(current[1]) ~= total then
   return {'conflict', 0, 0, tonumber(current[1]), version, current[3], 'totalClients'}
 end
-if schema ~= '' and current[2] ~= schema then
+if schema ~= '' and schema_digest(job, current[2], schema, ARGV[14]) ~= ARGV[14] then
   return {'conflict', 0, 0, total, version, current[3], 'schema'}
 end
 if current[5] ~= 'secure-sum' then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +35,12 @@ class StoreUnavailable(Exception):
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def schema_digest(schema_json: str | None) -> str:
+    """What the scripts compare schemas by: loading a large stored schema on every update would cost more
+    than the update."""
+    return hashlib.sha1(schema_json.encode(), usedforsecurity=False).hexdigest() if schema_json else ""
 
 
 class JobStore:
@@ -119,6 +126,7 @@ class JobStore:
                     req.vector or b"",
                     "" if req.vector_length is None else req.vector_length,
                     "" if req.max_rows is None else req.max_rows,
+                    schema_digest(req.schema_json),
                 ],
             )
         outcome, created, triggered, status, done, total, version, conflict = raw

@@ -205,3 +205,21 @@ async def test_a_job_id_reused_after_expiry_carries_on_its_versions(store: JobSt
     # A listener that saw the old job up to version 3 is told of exactly what it missed.
     assert [v for v, _ in await store.events_since("again", 3) or []] == [4, 5]
     assert await store.events_since("again", 1) is None  # the old job's events are gone: snapshot
+
+
+async def test_schemas_are_compared_by_digest_and_old_jobs_by_text(
+    store: JobStore, redis_client: aioredis.Redis, prefix: str
+) -> None:
+    schema, other = '[{"dataType":"BOOLEAN","name":"a"}]', '[{"dataType":"BOOLEAN","name":"b"}]'
+    await store.record_update(req("d", "a", total=4, schema=schema))
+    assert (await store.record_update(req("d", "b", total=4, schema=schema))).outcome is UpdateOutcome.RECORDED
+    assert (await store.record_update(req("d", "c", total=4, schema=other))).conflict_field == "schema"
+    # A job stored before schema digests existed: its schema is compared as text.
+    await redis_client.hdel(Keys(prefix).job("d"), "schemaDigest")
+    assert (await store.record_update(req("d", "c", total=4, schema=other))).conflict_field == "schema"
+    assert (await store.record_update(req("d", "c", total=4, schema=schema))).outcome is UpdateOutcome.RECORDED
+    # A job created without a schema takes the first one given, digest and all.
+    await store.record_update(req("n", "a", total=3))
+    assert (await store.record_update(req("n", "b", total=3, schema=schema))).outcome is UpdateOutcome.RECORDED
+    assert (await store.record_update(req("n", "c", total=3, schema=other))).conflict_field == "schema"
+    assert (await store.get_job("n")).schema == json.loads(schema)

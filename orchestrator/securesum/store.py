@@ -9,7 +9,7 @@ from redis.client import NEVER_DECODE
 
 from orchestrator import scripts
 from orchestrator.models import JobStatus, KeyRequest, KeyResult
-from orchestrator.store import JobStore, now_ms
+from orchestrator.store import JobStore, now_ms, schema_digest
 
 
 class MissingVector(LookupError):
@@ -48,6 +48,7 @@ class VectorStore:
                     "" if req.vector_length is None else req.vector_length,
                     req.max_rows,
                     req.public_key,
+                    schema_digest(req.schema_json),
                 ],
             )
         outcome, created, count, total, version, status, detail = raw
