@@ -203,6 +203,9 @@ function onDetailMessage(jobId, message) {
     }
     if (message.type === "job.failed") detailJob.failureReason = message.reason;
     if (message.type === "job.aggregating") detailJob.aggregatingAt = message.at;
+    if (message.type === "keys.registered" || message.type === "keys.complete") {
+      detailJob.keyRound = { keyCount: message.keyCount, totalClients: message.totalClients, complete: message.keyCount >= message.totalClients };
+    }
     if (message.type === "delivery.succeeded" || message.type === "delivery.failed") {
       const { type, jobId, version, at, destination, ...record } = message;
       detailJob.deliveries = { ...(detailJob.deliveries || {}), [destination]: record };

@@ -78,6 +78,8 @@ export function renderDetail(job, jobId) {
     const items = [
       ["Status", el("span", { class: "badge", "data-status": job.status }, job.status.replace("_", " "))],
       ["Progress", `${job.doneCount}/${job.totalClients} clients`],
+      ["Aggregation", job.aggregation || "service default"],
+      ...(job.keyRound ? [["Key round", `${job.keyRound.keyCount}/${job.keyRound.totalClients} keys${job.keyRound.complete ? " (complete)" : ""}`]] : []),
       ["Created", formatTime(job.createdAt)],
       ["Updated", formatTime(job.updatedAt)],
       ["Aggregating since", formatTime(job.aggregatingAt) || "–"],
@@ -94,7 +96,14 @@ export function renderDetail(job, jobId) {
   const clients = document.querySelector("#detail-clients tbody");
   clients.replaceChildren(...(job?.clients || []).map((client, i) => el("tr", {}, el("td", { class: "num" }, i + 1), el("td", {}, client.clientId), el("td", {}, formatTime(client.reportedAt)))));
   const schema = document.querySelector("#detail-schema tbody");
-  schema.replaceChildren(...(job?.schema || []).map((feature) => el("tr", {}, el("td", {}, feature.featureName || feature.name), el("td", {}, feature.dataType), el("td", {}, (feature.fields || []).join(", ")))));
+  schema.replaceChildren(...(job?.schema || []).map((feature) => el("tr", {}, el("td", {}, feature.featureName || feature.name), el("td", {}, feature.dataType), el("td", {}, layoutText(feature)))));
+}
+
+function layoutText(feature) {
+  if (feature.fields) return feature.fields.join(", ");
+  if (feature.categories) return feature.categories.join(", ");
+  if (feature.bounds) return `[${feature.bounds.join(", ")}], ${feature.scale || 0} decimals`;
+  return "";
 }
 
 function renderDeliveries(job) {

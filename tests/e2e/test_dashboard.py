@@ -176,3 +176,47 @@ async def test_connection_indicator_recovers_after_a_server_restart(
     async with aiohttp.ClientSession() as session:
         await post(session, base, "after-restart", "a", 2)
     await expect(page.locator('tr[data-job-id="after-restart"] .ratio')).to_have_text("1/2")
+
+
+async def test_secure_sum_job_followed_live(
+    browser: Browser, aiohttp_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    from orchestrator.client import OrchestratorClient
+    from orchestrator.securesum.demo import SCHEMA as SECURE_SCHEMA
+    from orchestrator.securesum.demo import synthetic_rows
+
+    client = await aiohttp_client(
+        create_app(
+            Settings(log_dir=str(tmp_path), results_save_path=str(tmp_path / "results"), aggregation_workers=1),
+            redis=embedded_redis(fakeredis.FakeServer(), Settings()),
+        )
+    )
+    base = str(client.make_url("")).rstrip("/")
+    page, errors = await open_dashboard(browser, base)
+    rng = __import__("random").Random(9)
+
+    async def holder(n: int) -> dict[str, Any]:
+        async with OrchestratorClient(base) as orchestrator:
+            rows = synthetic_rows(rng, 50)
+            return await orchestrator.submit_statistics(
+                "secure", f"h{n}", 3, SECURE_SCHEMA, rows, wait=True, timeout=30
+            )
+
+    first = [asyncio.create_task(holder(n)) for n in range(2)]
+    row = page.locator('tr[data-job-id="secure"]')
+    await expect(row).to_be_visible()
+    await row.get_by_role("button", name="secure").click()
+    summary = page.locator("#detail-summary")
+    await expect(summary).to_contain_text("secure-sum")
+    await expect(summary).to_contain_text("2/3 keys")
+    last = await holder(2)
+    await asyncio.gather(*first)
+    assert last["status"] == "COMPLETED"
+    await expect(summary).to_contain_text("3/3 keys (complete)")
+    await expect(row.locator(".badge")).to_have_text("COMPLETED")
+    detail = page.locator("#detail")
+    await expect(detail.locator(".feature")).to_have_count(len(SECURE_SCHEMA))
+    await expect(detail.locator(".feature").first).to_contain_text("std")
+    await expect(detail.get_by_role("img", name="bloodType: count per category")).to_be_visible()
+    await expect(detail.locator("#detail-schema")).to_contain_text("[0, 120], 1 decimals")
+    assert errors == []
