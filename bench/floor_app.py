@@ -26,6 +26,7 @@ from orchestrator.connections import create_redis
 from orchestrator.keys import Keys
 from orchestrator.models import JobStatus, iso_ms
 from orchestrator.settings import Settings
+from orchestrator.store import schema_digest
 
 # The same constant as orchestrator/store.py (_KEY_TTL_GRACE_MS), and the default settings.
 _KEY_TTL_GRACE_MS = 3600 * 1000
@@ -57,14 +58,21 @@ def create_floor_app(settings: Settings) -> web.Application:
         job_id = data["jobId"]
         client_id = data["clientId"]
         schema = data.get("schema")
+        schema_json = "" if schema is None else json.dumps(schema, sort_keys=True, separators=(",", ":"))
         ms = int(time.time() * 1000)
         raw = await state["update"](  # type: ignore[operator]
-            keys=[*keys.job_keys(job_id), *fixed_keys, keys.tombstone(job_id)],
+            keys=[
+                *keys.job_keys(job_id),
+                *fixed_keys,
+                keys.tombstone(job_id),
+                keys.public_keys(job_id),
+                keys.vectors(job_id),
+            ],
             args=[
                 job_id,
                 client_id,
                 int(data["totalClients"]),
-                "" if schema is None else json.dumps(schema, sort_keys=True, separators=(",", ":")),
+                schema_json,
                 ms,
                 iso_ms(ms) or "",
                 ttl_ms,
@@ -72,6 +80,10 @@ def create_floor_app(settings: Settings) -> web.Application:
                 keys.events_channel,
                 ms + settings.collection_timeout_seconds * 1000,
                 "",
+                "",
+                "",
+                "",
+                schema_digest(schema_json),
             ],
         )
         outcome, _created, _triggered, status, done, total, version, _conflict = raw
