@@ -71,3 +71,31 @@ async def test_responses_match_the_document(client: Client) -> None:
     assert_matches("/api/jobs/{jobId}/cancel", "post", resp.status, await resp.json())
     resp = await client.get("/api/job-status/o1")
     assert_matches("/api/job-status/{jobId}", "get", resp.status, await resp.json())
+
+
+async def test_key_round_responses_match_the_document(client: Client) -> None:
+    from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
+
+    schema = [{"name": "age", "dataType": "NUMERIC", "bounds": [0, 120]}]
+    key = encode_key(public_key_bytes(generate_private_key()))
+    body = {"clientId": "a", "totalClients": 2, "publicKey": key, "schema": schema}
+    calls: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("post", "/api/jobs/k1/keys", body),
+        ("post", "/api/jobs/k1/keys", body),
+        ("post", "/api/jobs/k1/keys", {**body, "publicKey": "x"}),
+        ("post", "/api/jobs/k1/keys", {**body, "totalClients": 3}),
+        ("get", "/api/jobs/k1/keys", None),
+        ("get", "/api/jobs/none/keys", None),
+        ("get", "/api/jobs/o1/keys", None),
+    ]
+    await client.post("/api/update", json={"jobId": "o1", "clientId": "c1", "totalClients": 2})
+    statuses = set()
+    for method, url, payload in calls:
+        resp = await client.request(method.upper(), url, json=payload)
+        statuses.add(resp.status)
+        assert_matches("/api/jobs/{jobId}/keys", method, resp.status, await resp.json())
+    assert statuses == {200, 201, 400, 404, 409}
+    masked = {"jobId": "k1", "clientId": "a", "totalClients": 2, "vector": "A" * 32}  # 24 zero bytes
+    resp = await client.post("/api/update", json=masked)
+    assert resp.status == 409
+    assert_matches("/api/update", "post", resp.status, await resp.json())

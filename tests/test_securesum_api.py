@@ -316,3 +316,17 @@ async def test_sum_backend_takes_plain_vectors(make_client: Callable[..., Any]) 
     )
     assert (resp.status, (await resp.json())["error"]["code"]) == (400, "schema_required")
     np.testing.assert_array_equal(LAYOUT.encode([]), np.zeros(LAYOUT.length, dtype=np.int64))
+
+
+async def test_sum_backend_by_configuration(make_client: Callable[..., Any]) -> None:
+    """With AGGREGATION_BACKEND=sum, an update that names no backend creates a sum job."""
+    client = await make_client(aggregation_backend="sum", aggregation_workers=1)
+    for i in range(2):
+        vector = LAYOUT.encode([{"age": 10 * (i + 1), "blood": "B"}]).view("<u8").tobytes()
+        body = {"jobId": "cfg", "clientId": f"c{i}", "totalClients": 2, "schema": SCHEMA, "vector": b64(vector)}
+        assert (await client.post("/api/update", json=body)).status == 200
+    async with OrchestratorClient(str(client.make_url("")).rstrip("/")) as orchestrator:
+        final = await orchestrator.wait_for_completion("cfg", timeout=20)
+    assert final["metadata"]["aggregation"] == "sum"
+    assert final["aggregatedResults"][0]["sum"] == 30.0
+    assert final["aggregatedResults"][2]["categoryCounts"] == {"A": 0, "B": 2, "O": 0}
