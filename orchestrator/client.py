@@ -139,6 +139,8 @@ class OrchestratorClient:
             if round_["complete"]:
                 return round_
             async for event in self.watch(job_id):
+                if event.get("type") == "job.expired" or (event.get("type") == "snapshot" and not event.get("job")):
+                    raise JobNotFoundError(404, "job_not_found", f"job {job_id} expired or vanished")
                 job = event.get("job") or {}
                 status = event.get("status") or job.get("status")
                 if event.get("type") == "keys.complete" or (job.get("keyRound") or {}).get("complete"):

@@ -48,6 +48,9 @@ class UpdateRequest:
     # client may count (which, with the schema's bounds, rules out overflow).
     vector_length: int | None = None
     max_rows: int | None = None
+    max_rows_declared: bool = False
+    # Why this update may not create its job (overflow_risk, job_too_large), checked only if it would.
+    creation_refusal: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,17 @@ class KeyRequest:
     client_id: str
     total_clients: int
     schema_json: str | None
-    public_key: str  # base64 of the raw 32-byte X25519 key, validated
+    public_key: str  # canonical base64 of the raw 32-byte X25519 key, validated
     max_rows: int
     vector_length: int | None = None
     deadline_ms: int | None = None
+    max_rows_declared: bool = False
+    creation_refusal: str = ""
 
 
 @dataclass(frozen=True)
 class KeyResult:
-    outcome: str  # registered | duplicate | conflict | closed | refused
+    outcome: str  # registered | duplicate | replaced | conflict | closed | refused
     created: bool
     key_count: int
     total_clients: int

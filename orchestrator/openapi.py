@@ -169,11 +169,21 @@ SCHEMAS: dict[str, Any] = {
     },
     "KeyResponse": {
         "type": "object",
-        "required": ["jobId", "clientId", "alreadyRegistered", "keyCount", "totalClients", "complete", "version"],
+        "required": [
+            "jobId",
+            "clientId",
+            "alreadyRegistered",
+            "replaced",
+            "keyCount",
+            "totalClients",
+            "complete",
+            "version",
+        ],
         "properties": {
             "jobId": _ID,
             "clientId": _ID,
             "alreadyRegistered": {"type": "boolean"},
+            "replaced": {"type": "boolean", "description": "Another key of this client was replaced."},
             "keyCount": {"type": "integer"},
             "totalClients": {"type": "integer"},
             "complete": {"type": "boolean"},
@@ -378,12 +388,17 @@ OPENAPI: dict[str, Any] = {
                 "parameters": [_JOB_ID_PARAM],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("KeyRequest")}}},
                 "responses": {
-                    "200": _json(_ref("KeyResponse"), "This key was registered before (nothing changed)."),
+                    "200": _json(
+                        _ref("KeyResponse"),
+                        "This key was registered before (nothing changed), or it replaced the client's earlier key "
+                        "(allowed until the round completes).",
+                    ),
                     "201": _json(_ref("KeyResponse"), "Registered; `complete` once every client has a key."),
                     "400": _ERROR,
                     "409": _json(
                         _ref("Error"),
-                        "Another key for this client, the round is complete, the job is not a secure-sum job, "
+                        "Another key for this client after the round completed, the round is full, the job is not "
+                        "a secure-sum job, "
                         "not collecting, or has other totalClients, schema or maxRows.",
                     ),
                     "413": _ERROR,

@@ -71,6 +71,8 @@ end
 # ARGV[12] this client's vector (little-endian uint64 bytes; '' for none)
 # ARGV[13] vectorLength, ARGV[14] maxRows: the layout of a 'sum' job this update creates ('' otherwise)
 # ARGV[15] SHA-1 of ARGV[4] ('' when no schema came)
+# ARGV[16] '1' when the update declares maxRows (then it must equal the job's)
+# ARGV[17] why this update may not create a summed-vector job ('' when it may: overflow_risk, job_too_large)
 # Returns {outcome, created, triggered, status, doneCount, totalClients, version, detail}
 #   outcome: 'recorded' | 'duplicate' (client already counted, nothing changed)
 #            | 'conflict' (totalClients or schema differ from the job's; detail names which)
@@ -90,7 +92,7 @@ local vector = ARGV[12]
 local created = 0
 
 local current = redis.call('HMGET', job, 'totalClients', 'schemaDigest', 'status', 'doneCount', 'version',
-  'createdAt', 'aggregation', 'vectorLength')
+  'createdAt', 'aggregation', 'vectorLength', 'maxRows')
 if not current[1] then
   if ARGV[11] == 'secure-sum' then
     return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'keys_incomplete'}
@@ -103,6 +105,9 @@ if not current[1] then
   end
   local fields = {'aggregation', ARGV[11]}
   if ARGV[13] ~= '' then
+    if ARGV[17] ~= '' then
+      return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, ARGV[17]}
+    end
     if vector == '' then
       return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_required'}
     end
@@ -114,7 +119,8 @@ if not current[1] then
   local base = create_job(job, events, KEYS[11], {KEYS[5], KEYS[7], KEYS[10]}, job_id, total, schema, ARGV[15],
     now, at, history, channel, ARGV[10], fields)
   created = 1
-  current = {tostring(total), ARGV[15], 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), ARGV[11], ARGV[13]}
+  current = {tostring(total), ARGV[15], 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), ARGV[11], ARGV[13],
+    ARGV[14]}
 else
   local stored_total = tonumber(current[1])
   if stored_total ~= total then
@@ -123,6 +129,9 @@ else
   current[2] = schema_digest(job, current[2], schema, ARGV[15])
   if schema ~= '' and current[2] ~= '' and current[2] ~= ARGV[15] then
     return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'schema'}
+  end
+  if ARGV[16] == '1' and (current[8] or '') ~= '' and current[9] ~= ARGV[14] then
+    return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'maxRows'}
   end
 end
 
@@ -195,12 +204,17 @@ return {'recorded', created, triggered, status, done, total, version, ''}
 # ARGV[1] jobId  ARGV[2] clientId  ARGV[3] totalClients  ARGV[4] canonical schema JSON or ''
 # ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
 # ARGV[10] collection deadline (epoch ms)  ARGV[11] vectorLength ('' when no schema came)
-# ARGV[12] maxRows  ARGV[13] the public key (base64)  ARGV[14] SHA-1 of ARGV[4] ('' when no schema came)
+# ARGV[12] maxRows  ARGV[13] the public key (canonical base64)  ARGV[14] SHA-1 of ARGV[4] ('' when no schema)
+# ARGV[15] '1' when the request declares maxRows (then it must equal the job's)
+# ARGV[16] why this request may not create the job ('' when it may: overflow_risk, job_too_large)
 # Returns {outcome, created, keyCount, totalClients, version, status, detail}
 #   outcome: 'registered' | 'duplicate' (this very key was registered before: nothing changes)
+#            | 'replaced' (another key of this client, before the round completed: nobody can have used
+#              the old one, so a client that lost its key may start over)
 #            | 'conflict' (detail: totalClients, schema, maxRows) | 'closed' (not collecting)
 #            | 'refused' (detail: schema_required, not_secure_sum, key_conflict (another key for this
-#              client), keys_complete (every participant already has a key))
+#              client after the round completed), keys_complete (every participant already has a key),
+#              or ARGV[16])
 # The key that completes the round announces keys.complete; from then on the set of keys is fixed.
 REGISTER_KEY = (
     _EMIT
@@ -216,50 +230,58 @@ if not current[1] then
   if schema == '' then
     return {'refused', 0, 0, total, 0, '', 'schema_required'}
   end
+  if ARGV[16] ~= '' then
+    return {'refused', 0, 0, total, 0, '', ARGV[16]}
+  end
   local base = create_job(job, events, KEYS[7], {KEYS[4], KEYS[5], KEYS[6]}, job_id, total, schema, ARGV[14],
     now, at, history, channel, ARGV[10], {'aggregation', 'secure-sum', 'vectorLength', ARGV[11], 'maxRows', ARGV[12]})
   created = 1
   current = {tostring(total), ARGV[14], 'IN_PROGRESS', tostring(base + 1), 'secure-sum', ARGV[12]}
 end
 local version = tonumber(current[4])
+if current[5] ~= 'secure-sum' then
+  return {'refused', 0, 0, tonumber(current[1]), version, current[3], 'not_secure_sum'}
+end
 if tonumber(current[1]) ~= total then
   return {'conflict', 0, 0, tonumber(current[1]), version, current[3], 'totalClients'}
 end
 if schema ~= '' and schema_digest(job, current[2], schema, ARGV[14]) ~= ARGV[14] then
   return {'conflict', 0, 0, total, version, current[3], 'schema'}
 end
-if current[5] ~= 'secure-sum' then
-  return {'refused', 0, 0, total, version, current[3], 'not_secure_sum'}
-end
-if current[6] ~= ARGV[12] then
+if ARGV[15] == '1' and current[6] ~= ARGV[12] then
   return {'conflict', 0, 0, total, version, current[3], 'maxRows'}
 end
+local count = redis.call('HLEN', keys)
 local existing = redis.call('HGET', keys, client_id)
-if existing then
-  if existing == ARGV[13] then
-    return {'duplicate', 0, redis.call('HLEN', keys), total, version, current[3], ''}
-  end
-  return {'refused', 0, redis.call('HLEN', keys), total, version, current[3], 'key_conflict'}
+if existing == ARGV[13] then
+  return {'duplicate', 0, count, total, version, current[3], ''}
+end
+if existing and count >= total then
+  return {'refused', 0, count, total, version, current[3], 'key_conflict'}
 end
 if current[3] ~= 'IN_PROGRESS' then
-  return {'closed', 0, redis.call('HLEN', keys), total, version, current[3], ''}
+  return {'closed', 0, count, total, version, current[3], ''}
 end
-local count = redis.call('HLEN', keys)
-if count >= total then
+if not existing and count >= total then
   return {'refused', 0, count, total, version, current[3], 'keys_complete'}
 end
 redis.call('HSET', keys, client_id, ARGV[13])
-count = count + 1
+local outcome = 'registered'
+if existing then
+  outcome = 'replaced'
+else
+  count = count + 1
+end
 redis.call('HSET', job, 'updatedAt', now)
 version = emit(job, events, job_id, at, history, channel, 'keys.registered',
-  {clientId = client_id, keyCount = count, totalClients = total})
-if count == total then
+  {clientId = client_id, keyCount = count, totalClients = total, replaced = (existing ~= false and existing ~= nil)})
+if count == total and outcome == 'registered' then
   redis.call('HSET', job, 'keysCompleteAt', now)
   version = emit(job, events, job_id, at, history, channel, 'keys.complete', {keyCount = count, totalClients = total})
 end
 redis.call('ZADD', KEYS[8], now, job_id)
 for _, key in ipairs({job, events, keys}) do redis.call('PEXPIRE', key, ttl) end
-return {'registered', created, count, total, version, 'IN_PROGRESS', ''}
+return {outcome, created, count, total, version, 'IN_PROGRESS', ''}
 """
 )
 

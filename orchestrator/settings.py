@@ -37,6 +37,8 @@ class Settings:
     max_vector_body_bytes: int = 16 * 1024 * 1024
     # The most rows a client may count in a summed-vector job that does not say (its `maxRows`).
     vector_max_rows: int = 1_000_000
+    # The most Redis memory one summed-vector job's vectors may take (totalClients x length x 8 bytes).
+    max_job_vector_bytes: int = 2 * 1024**3
     janitor_interval_seconds: float = 60.0
     retry_after_seconds: int = 1
     log_dir: str = "logs"
@@ -267,6 +269,14 @@ class Settings:
                 lambda v: 1024 <= v <= 1 << 30,
                 "bytes, 1024-1073741824",
             ),
+            max_job_vector_bytes=_parse(
+                env,
+                "MAX_JOB_VECTOR_BYTES",
+                default.max_job_vector_bytes,
+                int,
+                lambda v: 1024 <= v <= 1 << 40,
+                "bytes, 1024-1099511627776",
+            ),
             vector_max_rows=_parse(
                 env, "VECTOR_MAX_ROWS", default.vector_max_rows, int, lambda v: 1 <= v <= 10**12, "an integer 1-10^12"
             ),
@@ -421,6 +431,7 @@ class Settings:
             "max_body_bytes": self.max_body_bytes,
             "max_vector_body_bytes": self.max_vector_body_bytes,
             "vector_max_rows": self.vector_max_rows,
+            "max_job_vector_bytes": self.max_job_vector_bytes,
             "log_dir": self.log_dir,
             "log_level": self.log_level,
             "access_log": self.access_log,

@@ -127,6 +127,8 @@ class JobStore:
                     "" if req.vector_length is None else req.vector_length,
                     "" if req.max_rows is None else req.max_rows,
                     schema_digest(req.schema_json),
+                    "1" if req.max_rows_declared else "",
+                    req.creation_refusal,
                 ],
             )
         outcome, created, triggered, status, done, total, version, conflict = raw

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -80,6 +81,7 @@ def require_json(request: web.Request) -> None:
 async def update(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     if request.content_type == "application/octet-stream":
+        data: dict[str, Any] = {}
         req = binary_update(request.query, await read_body(request, settings.max_vector_body_bytes))
     else:
         require_json(request)
@@ -87,8 +89,13 @@ async def update(request: web.Request) -> web.Response:
         if len(body) > settings.max_body_bytes and b'"vector"' not in body:
             raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=len(body))
         data = parse_json_object(body)
-        req = parse_update(data)
-        req = with_vector_layout(replace(req, vector=parse_vector(data.get("vector"))), data, settings)
+        # Only the vector may take the body past MAX_BODY_BYTES.
+        vector = data.get("vector")
+        rest = len(body) - (len(vector) if isinstance(vector, str) else 0)
+        if rest > settings.max_body_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=len(body))
+        req = replace(parse_update(data), vector=parse_vector(vector))
+    req, creation_error = with_vector_layout(req, data, settings)
     if req.aggregation == "smpc" and not settings.smpc_coordinator_url:
         raise ValidationError(
             "This service has no SMPC coordinator configured (SMPC_COORDINATOR_URL)",
@@ -103,13 +110,16 @@ async def update(request: web.Request) -> web.Response:
         logger.warning("Refused update for %s: %s differs from the job's", where, field)
         raise Conflict(
             f"Job {req.job_id} already exists with a different {field}",
-            code="total_clients_mismatch" if field == "totalClients" else "schema_mismatch",
+            code={"totalClients": "total_clients_mismatch", "maxRows": "max_rows_mismatch"}.get(
+                field, "schema_mismatch"
+            ),
             jobId=req.job_id,
             field=field,
             totalClients=result.total_clients,
         )
     if result.outcome is UpdateOutcome.REFUSED:
-        error = refusal(result.conflict_field or "", req)
+        reason = result.conflict_field or ""
+        error = creation_error if creation_error and reason == creation_error.code else refusal(reason, req)
         logger.warning("Refused update for %s: %s", where, error.code)
         raise error
     if result.outcome is UpdateOutcome.CLOSED:

@@ -83,18 +83,41 @@ async def test_key_round_then_masked_updates_complete_the_job(make_client: Calla
     assert history == [("job.created", None), ("keys.registered", 1), ("keys.registered", 2), ("keys.complete", 2)]
 
 
-async def test_repeated_key_is_idempotent_other_key_is_refused(make_client: Callable[..., Any]) -> None:
+async def test_repeated_key_is_idempotent_replaced_until_the_round_completes(make_client: Callable[..., Any]) -> None:
     client = await make_client()
-    body = key_body("a", 3)
+    body = key_body("a", 2)
     assert (await client.post("/api/jobs/s2/keys", json=body)).status == 201
     again = await client.post("/api/jobs/s2/keys", json=body)
     assert again.status == 200
     assert (await again.json())["alreadyRegistered"] is True
+    # The same 32 bytes in another base64 spelling (the last character's two unused low bits) is the same key.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    key = body["publicKey"]
+    spelled = key[:-2] + alphabet[alphabet.index(key[-2]) ^ 1] + "="
+    assert spelled != key and base64.b64decode(spelled) == base64.b64decode(key)
+    respelled = await client.post("/api/jobs/s2/keys", json={**body, "publicKey": spelled})
+    assert (respelled.status, (await respelled.json())["alreadyRegistered"]) == (200, True)
+    # A client that lost its key may register another until the round completes (nobody used the first)...
+    replacement = key_body("a", 2)
+    replaced = await client.post("/api/jobs/s2/keys", json=replacement)
+    assert replaced.status == 200
+    assert (await replaced.json())["replaced"] is True
+    keys = await (await client.get("/api/jobs/s2/keys")).json()
+    assert keys["keys"] == [{"clientId": "a", "publicKey": replacement["publicKey"]}]
+    assert (await client.post("/api/jobs/s2/keys", json=key_body("b", 2, schema=None))).status == 201
+    # ...but not once it is complete: other clients may have masked with it.
     before = await snapshot(client, "s2")
-    other = await client.post("/api/jobs/s2/keys", json=key_body("a", 3))
+    other = await client.post("/api/jobs/s2/keys", json=key_body("a", 2))
     assert other.status == 409
     assert (await other.json())["error"]["code"] == "key_conflict"
     assert await snapshot(client, "s2") == before
+    history = [(e["type"], e.get("replaced")) for e in await client.app[STORE].event_history("s2")]
+    assert history[1:] == [
+        ("keys.registered", False),
+        ("keys.registered", True),
+        ("keys.registered", False),
+        ("keys.complete", None),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -103,6 +126,15 @@ async def test_repeated_key_is_idempotent_other_key_is_refused(make_client: Call
         ({"publicKey": "not base64!"}, 400, "invalid_public_key"),
         ({"publicKey": b64(b"x" * 31)}, 400, "invalid_public_key"),
         ({"publicKey": b64(bytes(32))}, 400, "invalid_public_key"),
+        ({"publicKey": b64((2**255 - 19).to_bytes(32, "little"))}, 400, "invalid_public_key"),
+        ({"publicKey": b64(bytes(31) + b"\x80")}, 400, "invalid_public_key"),
+        ({"schema": []}, 400, "invalid_schema"),
+        ({"schema": [{"name": "x", "dataType": "NUMERIC", "bounds": [0, 10**400]}]}, 400, "overflow_risk"),
+        (
+            {"totalClients": 20000, "schema": [{"name": "c", "dataType": "NOMINAL", "categories": ["a"] * 1}]},
+            400,
+            "job_too_large",
+        ),
         ({"publicKey": 5}, 400, "invalid_public_key"),
         ({"publicKey": None}, 400, "missing_field"),
         ({"totalClients": 1}, 400, "invalid_field"),
@@ -116,7 +148,7 @@ async def test_repeated_key_is_idempotent_other_key_is_refused(make_client: Call
 async def test_bad_key_requests_are_refused_and_create_nothing(
     make_client: Callable[..., Any], change: dict[str, Any], status: int, code: str
 ) -> None:
-    client = await make_client()
+    client = await make_client(max_job_vector_bytes=100_000)
     body = {k: v for k, v in {**key_body("a", 2), **change}.items() if v is not None}
     resp = await client.post("/api/jobs/s3/keys", json=body)
     assert resp.status == status
@@ -135,13 +167,15 @@ async def test_key_round_conflicts(make_client: Callable[..., Any]) -> None:
     for body, code in cases:
         resp = await client.post("/api/jobs/s4/keys", json=body)
         assert (resp.status, (await resp.json())["error"]["code"]) == (409, code)
+    # maxRows is compared only when given: omitted, the job's stands.
     assert (await client.post("/api/jobs/s4/keys", json=key_body("b", 2))).status == 201
     full = await client.post("/api/jobs/s4/keys", json=key_body("c", 2))
     assert (full.status, (await full.json())["error"]["code"]) == (409, "keys_complete")
     # A job that is not a secure-sum job has no key round.
     await client.post("/api/update", json={"jobId": "plain", "clientId": "a", "totalClients": 2})
-    resp = await client.post("/api/jobs/plain/keys", json=key_body("b", 2, schema=None))
-    assert (resp.status, (await resp.json())["error"]["code"]) == (409, "not_secure_sum")
+    for schema in (None, SCHEMA):
+        resp = await client.post("/api/jobs/plain/keys", json=key_body("b", 2, schema=schema))
+        assert (resp.status, (await resp.json())["error"]["code"]) == (409, "not_secure_sum")
     resp = await client.get("/api/jobs/plain/keys")
     assert (resp.status, (await resp.json())["error"]["code"]) == (409, "not_secure_sum")
     assert (await client.get("/api/jobs/nothing/keys")).status == 404
@@ -192,6 +226,25 @@ async def test_vector_refusals_change_nothing(make_client: Callable[..., Any]) -
     )
     assert (resp.status, (await resp.json())["error"]["code"]) == (409, "keys_incomplete")
     assert (await client.get("/api/jobs/ghost")).status == 404
+
+
+async def test_only_the_vector_may_take_a_body_past_max_body_bytes(make_client: Callable[..., Any]) -> None:
+    client = await make_client(max_vector_body_bytes=64 * 1024, max_body_bytes=2048)
+    padded = {"jobId": "j", "clientId": "a", "totalClients": 2, "vector": None, "note": "x" * 8000}
+    assert (await client.post("/api/update", json=padded)).status == 413
+    padded["vector"] = "AAAAAAAAAAA="
+    assert (await client.post("/api/update", json=padded)).status == 413
+    assert (await client.get("/api/jobs/j")).status == 404
+
+
+async def test_binary_update_of_a_missing_job_follows_the_default_backend(make_client: Callable[..., Any]) -> None:
+    client = await make_client(aggregation_backend="sum")
+    resp = await client.post(
+        "/api/update?jobId=ghost&clientId=a&totalClients=2",
+        data=bytes(16),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert (resp.status, (await resp.json())["error"]["code"]) == (400, "schema_required")
 
 
 async def test_oversized_vector_body_is_413(make_client: Callable[..., Any]) -> None:
@@ -310,6 +363,14 @@ async def test_sum_backend_takes_plain_vectors(make_client: Callable[..., Any]) 
     assert (age["count"], age["sum"], age["mean"]) == (2, 60.0, 30.0)
     assert (smoker["aggregatedNotNull"], smoker["aggregatedTrue"]) == (2, 1)
     assert final["metadata"]["aggregation"] == "sum"
+    # maxRows: omitted, the job's stands; declared, it must be the job's.
+    big_rows = {"jobId": "s11", "totalClients": 3, "schema": SCHEMA, "aggregation": "sum", "maxRows": 10}
+    vector = b64(LAYOUT.encode([{"age": 1}]).view("<u8").tobytes())
+    assert (await client.post("/api/update", json={**big_rows, "clientId": "a", "vector": vector})).status == 200
+    del big_rows["maxRows"]
+    assert (await client.post("/api/update", json={**big_rows, "clientId": "b", "vector": vector})).status == 200
+    resp = await client.post("/api/update", json={**big_rows, "clientId": "c", "vector": vector, "maxRows": 11})
+    assert (resp.status, (await resp.json())["error"]["code"]) == (409, "max_rows_mismatch")
     # The sum job refuses a vector-less update and one created without a schema.
     resp = await client.post(
         "/api/update", json={"jobId": "s10", "clientId": "a", "totalClients": 2, "aggregation": "sum"}

@@ -76,7 +76,7 @@ async def test_submit_refuses_what_could_overflow_or_does_not_fit(
     wide = tmp_path / "wide.json"
     wide.write_text(json.dumps([{"name": "x", "dataType": "NUMERIC", "bounds": [0, 1e8], "scale": 3}]))
     rows = tmp_path / "rows.csv"
-    rows.write_text("x,age\n5,200\n")
+    rows.write_text("x,age,smoker,blood\n5,200,,\n")
     code, _, err = await run(
         "submit",
         "--job",

@@ -155,16 +155,50 @@ def test_public_keys_are_checked() -> None:
         (encode_key(b"\x01" * 31), "31 bytes"),
         (encode_key(bytes(32)), "low-order"),
         (encode_key((1).to_bytes(32, "little")), "low-order"),
+        (encode_key((2**255 - 19).to_bytes(32, "little")), "canonical"),
+        (encode_key((2**255 - 1).to_bytes(32, "little")), "canonical"),
+        (encode_key(bytes(base64_key_with_top_bit())), "canonical"),
     ]:
         with pytest.raises(InvalidPublicKey, match=reason):
             parse_public_key(bad)
 
 
+def base64_key_with_top_bit() -> bytes:
+    raw = bytearray(public_key_bytes(generate_private_key()))
+    raw[31] |= 0x80  # the same point to X25519, another spelling
+    return bytes(raw)
+
+
 def test_an_inconsistent_sum_is_refused() -> None:
     layout = VectorLayout.from_schema(SCHEMA)
-    random = np.random.default_rng(7).integers(-(2**62), 2**62, size=layout.length, dtype=np.int64)
-    with pytest.raises(InconsistentAggregate, match="honest"):
-        layout.decode(random, clients=3)
+    generator = np.random.default_rng(7)
+    # A client that masked with other keys makes the sum uniformly random: caught, every time here.
+    for _ in range(200):
+        garbage = generator.integers(-(2**63), 2**63 - 1, size=layout.length, dtype=np.int64, endpoint=True)
+        with pytest.raises(InconsistentAggregate, match="honest"):
+            layout.decode(garbage, clients=3, max_rows=1000)
+    cases = [
+        [3001, 0, 0, 0, 0, 0, 0, 0, 0],  # more rows than 3 clients x 1000
+        [0, 5, 25, 0, 0, 0, 0, 0, 0],  # no values, yet a sum
+        [2, 2500, 2500**2 * 2, 0, 0, 0, 0, 0, 0],  # a mean above the bound (120.0 at scale 1: 1200)
+        [2, 10, 10, 0, 0, 0, 0, 0, 0],  # squares below sum^2 / count
+        [0, 0, 0, 2, 3, 0, 0, 0, 0],  # more true than not-null
+        [0, 0, 0, 0, 0, 2, 1, 0, 0],  # category counts not adding up
+    ]
+    for values in cases:
+        with pytest.raises(InconsistentAggregate):
+            layout.decode(np.array(values, dtype=np.int64), clients=3, max_rows=1000)
+
+
+def test_csv_rows_need_every_column(tmp_path: Any) -> None:
+    from orchestrator.securesum.participant import local_statistics
+
+    path = tmp_path / "rows.csv"
+    path.write_text("age,smoker,bloood\n30,true,A\n")
+    with pytest.raises(RowError, match="no column for blood"):
+        local_statistics(SCHEMA, path, 2, 10)
+    path.write_text("age,smoker,blood\n30,true,A\n,,\n")
+    assert local_statistics(SCHEMA, path, 2, 10).tolist() == [1, 300, 90000, 1, 1, 1, 1, 0, 0]
 
 
 # --- the property: decoded secure sum == plaintext statistics --------------------------------------------
@@ -176,13 +210,13 @@ CATEGORIES = ["a", "b", "c", "d"]
 def schemas(draw: st.DrawFn) -> list[dict[str, Any]]:
     features: list[dict[str, Any]] = []
     for i in range(draw(st.integers(1, 5))):
-        kind = draw(st.sampled_from(["NUMERIC", "BOOLEAN", "NOMINAL"]))
+        kind = draw(st.sampled_from(["NUMERIC", "BOOLEAN", "NOMINAL", "ORDINAL", "CATEGORICAL"]))
         feature: dict[str, Any] = {"name": f"f{i}", "dataType": kind}
         if kind == "NUMERIC":
             low = draw(st.integers(-1000, 1000))
             feature["bounds"] = [low, low + draw(st.integers(0, 2000))]
             feature["scale"] = draw(st.integers(0, 3))
-        elif kind == "NOMINAL":
+        elif kind != "BOOLEAN":
             feature["categories"] = CATEGORIES[: draw(st.integers(1, 4))]
         features.append(feature)
     return features
@@ -191,12 +225,13 @@ def schemas(draw: st.DrawFn) -> list[dict[str, Any]]:
 def value_for(feature: dict[str, Any]) -> st.SearchStrategy[Any]:
     if feature["dataType"] == "BOOLEAN":
         return st.one_of(st.none(), st.booleans())
-    if feature["dataType"] == "NOMINAL":
+    if feature["dataType"] != "NUMERIC":
         return st.one_of(st.none(), st.sampled_from(feature["categories"]))
     low, high = feature["bounds"]
     integers = st.integers(low, high)
-    decimals = st.decimals(low, high, places=feature["scale"]).map(str)  # exact at the declared scale
-    return st.one_of(st.none(), integers, decimals)
+    exact = st.decimals(low, high, places=feature["scale"]).map(str)  # exact at the declared scale
+    finer = st.floats(low, high, allow_nan=False)  # rounded to the scale: within its precision
+    return st.one_of(st.none(), integers, exact, finer)
 
 
 @st.composite
@@ -214,10 +249,13 @@ def plaintext(schema: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[
         values = [r[feature["name"]] for r in rows if r[feature["name"]] is not None]
         if feature["dataType"] == "NUMERIC":
             exact = [Fraction(Decimal(str(v))) for v in values]
+            rounded = any(isinstance(v, float) and Fraction(v) * 10 ** feature["scale"] % 1 for v in values)
             n = len(exact)
             mean = sum(exact, Fraction(0)) / n if n else None
             variance = sum(((x - mean) ** 2 for x in exact), Fraction(0)) / (n - 1) if n > 1 else None
-            expected.append({"count": n, "sum": sum(exact, Fraction(0)), "mean": mean, "variance": variance})
+            expected.append(
+                {"count": n, "sum": sum(exact, Fraction(0)), "mean": mean, "variance": variance, "rounded": rounded}
+            )
         elif feature["dataType"] == "BOOLEAN":
             expected.append({"aggregatedNotNull": len(values), "aggregatedTrue": sum(values)})
         else:
@@ -235,13 +273,20 @@ def test_decoded_secure_sum_equals_plaintext_statistics(
     layout = VectorLayout.from_schema(schema)
     layout.check_capacity(len(clients), 12)
     vectors = {f"client-{i:02d}": layout.encode(rows, max_rows=12) for i, rows in enumerate(clients)}
-    decoded = layout.decode(secure_sum("property", vectors), clients=len(clients))
+    decoded = layout.decode(secure_sum("property", vectors), clients=len(clients), max_rows=12)
     truth = plaintext(schema, [r for rows in clients for r in rows])
     for feature, got, want in zip(schema, decoded, truth, strict=True):
         if feature["dataType"] != "NUMERIC":
             assert {k: got[k] for k in want} == want
             continue
         assert got["count"] == want["count"]
+        if want["rounded"]:
+            # Values finer than the scale were rounded: each by at most half a unit of the last decimal.
+            half = Fraction(1, 2 * 10 ** feature["scale"])
+            assert abs(Fraction(got["sum"]) - want["sum"]) <= want["count"] * half + Fraction(1, 10**9)
+            if want["mean"] is not None:
+                assert abs(Fraction(got["mean"]) - want["mean"]) <= half + Fraction(1, 10**9)
+            continue
         if feature["scale"] == 0:
             assert got["sum"] == want["sum"]  # exact: an int
             assert isinstance(got["sum"], int)

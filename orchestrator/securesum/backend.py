@@ -32,9 +32,12 @@ class VectorSumBackend:
             total = await self.vectors.sum_vectors(attempt.job_id, attempt.clients, layout.length)
         except MissingVector as e:
             return Failed(f"cannot sum the clients' vectors: {e}")
+        max_rows = await self.vectors.max_rows(attempt.job_id)
         try:
             # Decoding a long vector is CPU work in Python integers: off the event loop.
-            features = await asyncio.to_thread(layout.decode, total.view("<i8"), clients=len(attempt.clients))
+            features = await asyncio.to_thread(
+                layout.decode, total.view("<i8"), clients=len(attempt.clients), max_rows=max_rows
+            )
         except InconsistentAggregate as e:
             return Failed(f"cannot decode the sum: {e}")
         return Ready({"aggregatedResults": features, "clientList": attempt.clients})

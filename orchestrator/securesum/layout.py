@@ -83,6 +83,8 @@ class VectorLayout:
             feature = _feature(raw, offset, f"schema[{i}]")
             features.append(feature)
             offset += feature.length
+        if not features:
+            raise LayoutError("the schema has no features: there would be nothing to sum", "schema")
         return cls(tuple(features), offset)
 
     def check_capacity(self, total_clients: int, max_rows: int) -> None:
@@ -99,7 +101,8 @@ class VectorLayout:
                 fits = INT64_MAX // max(largest * largest, 1) // total_clients
                 raise OverflowRisk(
                     f"feature {feature.name!r}: {total_clients} clients x {max_rows} rows with |value| up to "
-                    f"{largest / 10**feature.scale:g} at scale {feature.scale} could overflow the 64-bit sum of "
+                    f"{max(abs(b) for b in feature.bounds or ()):g} at scale {feature.scale} could overflow the "
+                    "64-bit sum of "
                     f"squares; at most {fits} rows per client fit (narrow the bounds, lower the scale or "
                     "lower maxRows)"
                 )
@@ -115,12 +118,15 @@ class VectorLayout:
                 _count_value(feature, row.get(feature.name), sums, count)
         return np.array(sums, dtype=np.int64)
 
-    def decode(self, total: np.ndarray, *, clients: int) -> list[dict[str, Any]]:
-        """Per-feature statistics of the summed vector (int64); InconsistentAggregate if it cannot be one."""
+    def decode(self, total: np.ndarray, *, clients: int, max_rows: int | None = None) -> list[dict[str, Any]]:
+        """Per-feature statistics of the summed vector (int64); InconsistentAggregate if it cannot be the sum
+        of ``clients`` honest vectors of at most ``max_rows`` rows each (a client that masked with other keys
+        than the job's makes the sum random, which these checks catch all but never)."""
         if total.shape != (self.length,):
             raise InconsistentAggregate(f"the sum has {total.size} values; the layout has {self.length}")
         values: list[int] = total.astype(np.int64).tolist()
-        return [_decode(f, values[f.offset : f.offset + f.length]) for f in self.features]
+        rows = INT64_MAX if max_rows is None else clients * max_rows
+        return [_decode(f, values[f.offset : f.offset + f.length], rows) for f in self.features]
 
 
 def _feature(raw: Mapping[str, Any], offset: int, where: str) -> Feature:
@@ -169,7 +175,10 @@ def _bounds(raw: Mapping[str, Any], where: str) -> tuple[Decimal, Decimal]:
     if (
         not isinstance(bounds, list)
         or len(bounds) != 2
-        or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
+        or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and (isinstance(b, int) or math.isfinite(b))
+            for b in bounds
+        )
         or bounds[0] > bounds[1]
     ):
         raise LayoutError(
@@ -232,8 +241,9 @@ def _fixed_point(value: Any, feature: Feature, row: int) -> int:
     return int((number * Decimal(10) ** feature.scale).to_integral_value(ROUND_HALF_EVEN))
 
 
-def _decode(feature: Feature, values: list[int]) -> dict[str, Any]:
+def _decode(feature: Feature, values: list[int], rows: int) -> dict[str, Any]:
     result: dict[str, Any] = {"featureName": feature.name, "dataType": feature.data_type}
+    _check(0 <= values[0] <= rows, feature, f"a count of {values[0]} outside 0..{rows} rows")
     if feature.data_type == "BOOLEAN":
         not_null, true = values
         _check(0 <= true <= not_null, feature, "the count of true values is negative or above the not-null count")
@@ -245,8 +255,19 @@ def _decode(feature: Feature, values: list[int]) -> dict[str, Any]:
         )
     elif feature.data_type == "NUMERIC":
         count, total, squares = values
-        # Cauchy-Schwarz: an honest sum has total**2 <= count * squares.
-        _check(count >= 0 and squares >= 0 and total * total <= count * squares, feature, "impossible moments")
+        assert feature.bounds is not None
+        unit = Decimal(10) ** feature.scale
+        low, high = (int((b * unit).to_integral_value(ROUND_HALF_EVEN)) for b in feature.bounds)
+        largest = feature.max_scaled
+        # Within the bounds: count*low <= sum <= count*high, 0 <= squares <= count*largest^2; and
+        # Cauchy-Schwarz, sum^2 <= count * squares.
+        _check(
+            count * low <= total <= count * high
+            and 0 <= squares <= count * largest * largest
+            and total * total <= count * squares,
+            feature,
+            "moments no rows within the declared bounds can have",
+        )
         result.update(_moments(count, total, squares, feature))
     else:
         not_null, counts = values[0], values[1:]

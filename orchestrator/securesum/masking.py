@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 PUBLIC_KEY_BYTES = 32
 _CONTEXT = b"computations-orchestrator/secure-sum/v1"
 _ZERO_NONCE = bytes(16)  # each seed keys exactly one keystream, so a fixed nonce is safe
+_FIELD_PRIME = 2**255 - 19
 _CHUNK = 1 << 16  # elements per keystream chunk: bounds the memory masking needs besides the vector
 
 
@@ -51,6 +52,10 @@ def parse_public_key(text: str) -> bytes:
         raise InvalidPublicKey("not valid base64") from None
     if len(raw) != PUBLIC_KEY_BYTES:
         raise InvalidPublicKey(f"{len(raw)} bytes; an X25519 public key has {PUBLIC_KEY_BYTES}")
+    # Only the canonical encoding (RFC 7748: top bit clear, u < 2^255 - 19): another spelling of the same
+    # point gives the same shared secret but other bytes, and both sides must bind the same bytes.
+    if raw[31] & 0x80 or int.from_bytes(raw, "little") >= _FIELD_PRIME:
+        raise InvalidPublicKey("not the canonical encoding of an X25519 public key")
     key = X25519PublicKey.from_public_bytes(raw)
     try:
         X25519PrivateKey.generate().exchange(key)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from orchestrator.securesum.layout import VectorLayout
+from orchestrator.securesum.layout import RowError, VectorLayout
 from orchestrator.securesum.masking import (
     InvalidPublicKey,
     encode_key,
@@ -38,11 +38,16 @@ class KeyRoundError(RuntimeError):
     """The key round's outcome cannot be trusted (our own key is missing or changed, a key is unusable)."""
 
 
-def read_rows(rows: Rows) -> Iterable[Mapping[str, Any]]:
-    """Rows as given, or the rows of a CSV file (header line first)."""
+def read_rows(rows: Rows, columns: Iterable[str] = ()) -> Iterable[Mapping[str, Any]]:
+    """Rows as given, or the rows of a CSV file (header line first), which must have every one of
+    ``columns``: a misspelt header would otherwise count the feature as missing in every row."""
     if isinstance(rows, (str, PathLike)):
         with Path(rows).open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise RowError(f"{rows}: no column for {', '.join(missing)} (its header: {reader.fieldnames})")
+            return list(reader)
     return rows
 
 
@@ -50,7 +55,7 @@ def local_statistics(schema: list[dict[str, Any]], rows: Rows, total_clients: in
     """This client's int64 statistics vector; LayoutError, OverflowRisk or RowError before anything is sent."""
     layout = VectorLayout.from_schema(schema)
     layout.check_capacity(total_clients, max_rows)
-    return layout.encode(read_rows(rows), max_rows=max_rows)
+    return layout.encode(read_rows(rows, [f.name for f in layout.features]), max_rows=max_rows)
 
 
 async def submit_statistics(

@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.errors import ApiError, ValidationError
 from orchestrator.models import VECTOR_BACKENDS, KeyRequest, UpdateRequest
 from orchestrator.securesum.layout import LayoutError, OverflowRisk, VectorLayout
-from orchestrator.securesum.masking import InvalidPublicKey, parse_public_key
+from orchestrator.securesum.masking import InvalidPublicKey, encode_key, parse_public_key
 from orchestrator.settings import Settings
 from orchestrator.validation import canonical_schema, parse_deadline, parse_id, parse_total, parse_update
 
@@ -52,8 +52,12 @@ def parse_max_rows(value: Any, default: int) -> int:
     return value
 
 
-def vector_layout(schema_json: str, total_clients: int, max_rows: int) -> VectorLayout:
-    """The job's vector layout; 400 if the schema has none, or if a sum could overflow int64."""
+def vector_layout(
+    schema_json: str, total_clients: int, max_rows: int, settings: Settings
+) -> tuple[VectorLayout, ValidationError | None]:
+    """The job's vector layout (400 if the schema has none), and the error that refuses creating a job
+    of it: a sum that could overflow int64, or vectors too large to keep. That error matters only to the
+    request that would create the job (an existing job was checked when it was created)."""
     try:
         layout = VectorLayout.from_schema(json.loads(schema_json))
     except LayoutError as e:
@@ -61,20 +65,40 @@ def vector_layout(schema_json: str, total_clients: int, max_rows: int) -> Vector
     try:
         layout.check_capacity(total_clients, max_rows)
     except OverflowRisk as e:
-        raise ValidationError(str(e), code="overflow_risk", field="schema") from None
-    return layout
+        return layout, ValidationError(str(e), code="overflow_risk", field="schema")
+    size = total_clients * layout.length * 8
+    if size > settings.max_job_vector_bytes:
+        return layout, ValidationError(
+            f"{total_clients} clients x {layout.length} values would keep {size} bytes of vectors; this service "
+            f"takes at most MAX_JOB_VECTOR_BYTES={settings.max_job_vector_bytes} per job",
+            code="job_too_large",
+            field="schema",
+        )
+    return layout, None
 
 
-def with_vector_layout(req: UpdateRequest, data: dict[str, Any], settings: Settings) -> UpdateRequest:
-    """``req`` with the layout a 'sum' job it may create needs (the job's own layout wins if it exists)."""
+def with_vector_layout(
+    req: UpdateRequest, data: dict[str, Any], settings: Settings
+) -> tuple[UpdateRequest, ValidationError | None]:
+    """``req`` with what a summed-vector job it may create needs (the job's own layout wins if it exists),
+    and the error that refuses creating it, if any."""
     backend = req.aggregation or settings.aggregation_backend
     if backend not in VECTOR_BACKENDS:
-        return req
+        return req, None
     if req.schema_json is None:
-        return replace(req, aggregation=backend)  # the job exists, or the update is refused for want of one
+        return replace(req, aggregation=backend), None  # the job exists, or the update is refused for want of one
+    declared = data.get("maxRows") is not None
     max_rows = parse_max_rows(data.get("maxRows"), settings.vector_max_rows)
-    layout = vector_layout(req.schema_json, req.total_clients, max_rows)
-    return replace(req, aggregation=backend, vector_length=layout.length, max_rows=max_rows)
+    layout, refusal = vector_layout(req.schema_json, req.total_clients, max_rows, settings)
+    req = replace(
+        req,
+        aggregation=backend,
+        vector_length=layout.length,
+        max_rows=max_rows,
+        max_rows_declared=declared,
+        creation_refusal=refusal.code if refusal else "",
+    )
+    return req, refusal
 
 
 def binary_update(query: Mapping[str, str], body: bytes) -> UpdateRequest:
@@ -108,7 +132,10 @@ def refusal(detail: str, req: UpdateRequest) -> ApiError:
     return ApiError(message, code=reason, http_status=status, jobId=job, clientId=client)
 
 
-def parse_key_request(job_id: str, data: dict[str, Any], settings: Settings, now_ms: int) -> KeyRequest:
+def parse_key_request(
+    job_id: str, data: dict[str, Any], settings: Settings, now_ms: int
+) -> tuple[KeyRequest, ValidationError | None]:
+    """The key request, and the error that refuses creating its job, if any (see vector_layout)."""
     client_id = parse_id(data, "clientId")
     total = parse_total(data)
     if total < 2:
@@ -125,7 +152,7 @@ def parse_key_request(job_id: str, data: dict[str, Any], settings: Settings, now
             field="publicKey",
         )
     try:
-        parse_public_key(text)
+        raw = parse_public_key(text)
     except InvalidPublicKey as e:
         raise ValidationError(
             f"'publicKey' is not a usable X25519 public key: {e}", code="invalid_public_key", field="publicKey"
@@ -133,14 +160,17 @@ def parse_key_request(job_id: str, data: dict[str, Any], settings: Settings, now
     max_rows = parse_max_rows(data.get("maxRows"), settings.vector_max_rows)
     schema = data.get("schema")
     schema_json = None if schema is None else canonical_schema(schema)
-    layout = None if schema_json is None else vector_layout(schema_json, total, max_rows)
-    return KeyRequest(
+    layout, refusal = (None, None) if schema_json is None else vector_layout(schema_json, total, max_rows, settings)
+    request = KeyRequest(
         job_id=job_id,
         client_id=client_id,
         total_clients=total,
         schema_json=schema_json,
-        public_key=text,
+        public_key=encode_key(raw),  # one spelling per key, so a repeat is recognised as one
         max_rows=max_rows,
         vector_length=None if layout is None else layout.length,
         deadline_ms=parse_deadline(data.get("deadline"), now_ms),
+        max_rows_declared=data.get("maxRows") is not None,
+        creation_refusal=refusal.code if refusal else "",
     )
+    return request, refusal

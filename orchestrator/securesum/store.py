@@ -49,6 +49,8 @@ class VectorStore:
                     req.max_rows,
                     req.public_key,
                     schema_digest(req.schema_json),
+                    "1" if req.max_rows_declared else "",
+                    req.creation_refusal,
                 ],
             )
         outcome, created, count, total, version, status, detail = raw
@@ -64,6 +66,11 @@ class VectorStore:
             return None
         names = ("totalClients", "status", "aggregation", "version", "maxRows")
         return {n: v or "" for n, v in zip(names, fields, strict=True)}, cast(dict[str, str], public_keys)
+
+    async def max_rows(self, job_id: str) -> int | None:
+        async with self.store.guard("vector"):
+            raw = await self.redis.hget(self.keys.job(job_id), "maxRows")
+        return int(raw) if raw else None
 
     async def stored_vector(self, job_id: str, client_id: str) -> bytes | None:
         """What the service keeps of a client's vector (for tests and audits)."""

@@ -22,10 +22,12 @@ async def register_key(request: web.Request) -> web.Response:
     validate_id(job_id, "jobId")
     require_json(request)
     settings = request.app[SETTINGS]
-    req = parse_key_request(
-        job_id, parse_json_object(await read_body(request, settings.max_body_bytes)), settings, now_ms()
-    )
+    # The schema of a long vector is long too: this body may be as large as a vector's.
+    body = parse_json_object(await read_body(request, settings.max_vector_body_bytes))
+    req, creation_error = parse_key_request(job_id, body, settings, now_ms())
     result = await request.app[VECTORS].register_key(req)
+    if result.outcome == "refused" and creation_error is not None and result.detail == creation_error.code:
+        raise creation_error
     where = f"job {job_id}, client {req.client_id}"
     details: dict[str, Any] = {"jobId": job_id, "clientId": req.client_id}
     if result.outcome == "conflict":
@@ -44,7 +46,11 @@ async def register_key(request: web.Request) -> web.Response:
         messages = {
             "schema_required": (400, f"Job {job_id} does not exist yet: the first key needs the job's schema"),
             "not_secure_sum": (409, f"Job {job_id} is not a secure-sum job: it has no key round"),
-            "key_conflict": (409, f"Client {req.client_id} already registered another public key for job {job_id}"),
+            "key_conflict": (
+                409,
+                f"Client {req.client_id} registered another public key for job {job_id}, and the key round is "
+                "complete: other clients may have masked with it",
+            ),
             "keys_complete": (
                 409,
                 f"Every one of job {job_id}'s {result.total_clients} clients has registered a key; "
@@ -55,11 +61,12 @@ async def register_key(request: web.Request) -> web.Response:
         logger.warning("Refused key for %s: %s", where, result.detail)
         raise ApiError(message, code=result.detail, http_status=status, **details)
     complete = result.key_count >= result.total_clients
-    if result.outcome == "registered":
+    if result.outcome in ("registered", "replaced"):
         created = f"Job {job_id} created for a secure sum (totalClients={result.total_clients}); " * result.created
         logger.info(
-            "%sPublic key of client %s registered for job %s (%d/%d)%s",
+            "%sPublic key of client %s %s for job %s (%d/%d)%s",
             created,
+            result.outcome,
             req.client_id,
             job_id,
             result.key_count,
@@ -70,6 +77,7 @@ async def register_key(request: web.Request) -> web.Response:
         {
             **details,
             "alreadyRegistered": result.outcome == "duplicate",
+            "replaced": result.outcome == "replaced",
             "keyCount": result.key_count,
             "totalClients": result.total_clients,
             "complete": complete,
