@@ -25,9 +25,12 @@ from orchestrator.results.worker import DeliveryService
 from orchestrator.routes import setup_routes
 from orchestrator.securesum.backend import VectorSumBackend
 from orchestrator.securesum.store import VectorStore
+from orchestrator.security.audit import AuditLog
+from orchestrator.security.guard import add_headers, guard
+from orchestrator.security.tokens import Authenticator
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable
-from orchestrator.typedefs import HUB, METRICS, REDIS, SETTINGS, SOCKETS, STORE, VECTORS
+from orchestrator.typedefs import AUDIT, AUTHENTICATOR, HUB, METRICS, REDIS, SETTINGS, SOCKETS, STORE, VECTORS
 from orchestrator.ws import SocketRegistry
 
 logger = logging.getLogger(__name__)
@@ -38,7 +41,9 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     from the settings and closed on cleanup."""
     # Routes read their bodies with their own limits (views.read_body); this is the largest of them.
     client_max_size = max(settings.max_body_bytes, settings.max_vector_body_bytes)
-    app = web.Application(middlewares=[observe], client_max_size=client_max_size)
+    app = web.Application(middlewares=[observe, guard], client_max_size=client_max_size)
+    app[AUTHENTICATOR] = Authenticator(settings)
+    app.on_response_prepare.append(add_headers)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     setup_routes(app)
@@ -54,8 +59,15 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             event_history=settings.event_history,
             collection_timeout_seconds=settings.collection_timeout_seconds,
             delivery_destinations=settings.delivery_destinations,
+            rate_limits=(
+                settings.rate_limit_window_seconds,
+                settings.rate_limit_client_writes,
+                settings.rate_limit_ip_writes,
+            ),
+            audit_max_entries=settings.audit_max_entries,
         )
         app[VECTORS] = VectorStore(app[STORE])
+        app[AUDIT] = AuditLog(app[STORE], settings.audit_max_entries)
         logger.info("%s %s starting with %s", SERVICE_NAME, __version__, settings.public_dict())
         try:
             await app[STORE].ping()

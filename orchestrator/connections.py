@@ -32,8 +32,14 @@ def create_redis(settings: Settings) -> aioredis.Redis:
     # as long).
     # A blocking pool makes a burst wait for a free connection instead of failing with "Too many
     # connections"; the wait is bounded by the same timeout as every command.
+    credentials: dict[str, Any] = {}
+    if settings.redis_username is not None:
+        credentials["username"] = settings.redis_username
+    if settings.redis_password is not None:
+        credentials["password"] = settings.redis_password
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        **credentials,
         decode_responses=True,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,

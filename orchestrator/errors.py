@@ -11,11 +11,21 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
+    headers: dict[str, str] | None = None
+
     def __init__(
-        self, message: str, *, code: str | None = None, http_status: int | None = None, **details: Any
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        headers: dict[str, str] | None = None,
+        **details: Any,
     ) -> None:
         super().__init__(message)
         self.message = message
+        if headers is not None:
+            self.headers = headers
         if code is not None:
             self.code = code
         if http_status is not None:

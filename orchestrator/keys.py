@@ -83,6 +83,19 @@ class Keys:
         return f"{self.prefix}deliveries:queue"
 
     @property
+    def audit(self) -> str:
+        """Stream of state-changing requests: who, role, IP, action, job, outcome (bounded)."""
+        return f"{self.prefix}audit"
+
+    def ws_ticket(self, ticket: str) -> str:
+        """String: a single-use WebSocket ticket's principal (JSON), expiring after WS_TICKET_TTL."""
+        return f"{self.prefix}ws-ticket:{ticket}"
+
+    def rate_counter(self, kind: str, who: str, window: int) -> str:
+        """Counter of the writes of a client or an IP in one rate-limit window."""
+        return f"{self.prefix}ratelimit:{kind}:{who}:{window}"
+
+    @property
     def events_channel(self) -> str:
         """Pub/sub channel carrying every job event as JSON."""
         return f"{self.prefix}events"

@@ -39,7 +39,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except ApiError as e:
         logger.warning("%s %s -> %d %s: %s", request.method, request.rel_url.raw_path, e.status, e.code, e.message)
-        response = web.json_response(e.body(), status=e.status)
+        response = web.json_response(e.body(), status=e.status, headers=e.headers)
     except StoreUnavailable as e:
         retry_after = request.app[SETTINGS].retry_after_seconds
         logger.error("%s %s: %s", request.method, request.rel_url.raw_path, e)

@@ -23,6 +23,7 @@ class UpdateOutcome(enum.StrEnum):
     CONFLICT = "conflict"
     CLOSED = "closed"
     REFUSED = "refused"
+    RATE_LIMITED = "rate_limited"
 
 
 DATA_TYPES = frozenset({"BOOLEAN", "NUMERIC", "NOMINAL", "ORDINAL", "CATEGORICAL"})
@@ -78,6 +79,17 @@ class KeyResult:
     version: int
     status: str
     detail: str | None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who sends a write, for its rate limits and its audit entry."""
+
+    who: str = "anonymous"
+    role: str = ""
+    ip: str = ""
+    # The client whose rate limit applies (the token's subject, or the clientId without authentication).
+    client: str | None = None
 
 
 @dataclass(frozen=True)

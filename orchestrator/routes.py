@@ -6,6 +6,7 @@ from aiohttp import web
 
 from orchestrator import views, ws
 from orchestrator.securesum import views as securesum_views
+from orchestrator.security import views as security_views
 from orchestrator.staticfiles import static_dir
 
 
@@ -21,6 +22,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/smpc/callback/{jobId}", views.smpc_callback)
     app.router.add_post("/api/jobs/{jobId}/deliveries/retry", views.retry_deliveries)
     app.router.add_get("/api/openapi.json", views.openapi)
+    app.router.add_get("/api/whoami", security_views.whoami)
+    app.router.add_post("/api/ws-ticket", security_views.ws_ticket)
+    app.router.add_get("/api/audit", security_views.audit_entries)
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", views.readyz)
     app.router.add_get("/metrics", views.metrics)

@@ -73,12 +73,17 @@ end
 # ARGV[15] SHA-1 of ARGV[4] ('' when no schema came)
 # ARGV[16] '1' when the update declares maxRows (then it must equal the job's)
 # ARGV[17] why this update may not create a summed-vector job ('' when it may: overflow_risk, job_too_large)
+# Rate limits, checked first (fixed windows): KEYS[14] the client's counter  KEYS[15] the IP's counter
+# ARGV[18] window (ms)  ARGV[19] the client's limit  ARGV[20] the IP's limit (0: none)
+# Audit: KEYS[16] the audit stream  ARGV[21] its length bound  ARGV[22] who  ARGV[23] role  ARGV[24] IP;
+# every call appends one entry with its outcome.
 # Returns {outcome, created, triggered, status, doneCount, totalClients, version, detail}
 #   outcome: 'recorded' | 'duplicate' (client already counted, nothing changed)
 #            | 'conflict' (totalClients or schema differ from the job's; detail names which)
 #            | 'closed' (job not collecting)
 #            | 'refused' (detail: vector_required, vector_not_expected, vector_length_mismatch:<length>,
 #              keys_incomplete, not_a_participant, schema_required; nothing changed)
+#            | 'rate_limited' (detail: milliseconds until the window ends; nothing changed)
 # Reaching doneCount == totalClients moves the job to AGGREGATING and queues it, in this same call,
 # so the transition happens exactly once however many updates race.
 UPDATE = (
@@ -89,111 +94,135 @@ local job, clients, times, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id, client_id, total, schema = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
 local vector = ARGV[12]
-local created = 0
 
-local current = redis.call('HMGET', job, 'totalClients', 'schemaDigest', 'status', 'doneCount', 'version',
-  'createdAt', 'aggregation', 'vectorLength', 'maxRows')
-if not current[1] then
-  if ARGV[11] == 'secure-sum' then
-    return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'keys_incomplete'}
-  end
-  if ARGV[11] == 'sum' and ARGV[13] == '' then
-    return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'schema_required'}
-  end
-  if ARGV[13] == '' and vector ~= '' then
-    return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_not_expected'}
-  end
-  local fields = {'aggregation', ARGV[11]}
-  if ARGV[13] ~= '' then
-    if ARGV[17] ~= '' then
-      return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, ARGV[17]}
+local function rate_limited()
+  for i = 0, 1 do
+    local limit = tonumber(ARGV[19 + i])
+    if limit > 0 then
+      local n = redis.call('INCR', KEYS[14 + i])
+      if n == 1 then redis.call('PEXPIRE', KEYS[14 + i], ARGV[18]) end
+      if n > limit then return math.max(redis.call('PTTL', KEYS[14 + i]), 1) end
     end
-    if vector == '' then
-      return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_required'}
-    end
-    if string.len(vector) ~= 8 * tonumber(ARGV[13]) then
-      return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_length_mismatch:' .. ARGV[13]}
-    end
-    fields = {'aggregation', ARGV[11], 'vectorLength', ARGV[13], 'maxRows', ARGV[14]}
   end
-  local base = create_job(job, events, KEYS[11], {KEYS[5], KEYS[7], KEYS[10]}, job_id, total, schema, ARGV[15],
-    now, at, history, channel, ARGV[10], fields)
-  created = 1
-  current = {tostring(total), ARGV[15], 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), ARGV[11], ARGV[13],
-    ARGV[14]}
-else
-  local stored_total = tonumber(current[1])
-  if stored_total ~= total then
-    return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'totalClients'}
-  end
-  current[2] = schema_digest(job, current[2], schema, ARGV[15])
-  if schema ~= '' and current[2] ~= '' and current[2] ~= ARGV[15] then
-    return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'schema'}
-  end
-  if ARGV[16] == '1' and (current[8] or '') ~= '' and current[9] ~= ARGV[14] then
-    return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'maxRows'}
-  end
+  return nil
 end
 
-if redis.call('SISMEMBER', clients, client_id) == 1 then
-  return {'duplicate', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), ''}
-end
-if current[3] ~= 'IN_PROGRESS' then
-  return {'closed', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), ''}
-end
-local length = current[8] or ''
-local refusal = nil
-if length == '' then
-  if vector ~= '' then refusal = 'vector_not_expected' end
-elseif vector == '' then
-  refusal = 'vector_required'
-elseif string.len(vector) ~= 8 * tonumber(length) then
-  refusal = 'vector_length_mismatch:' .. length
-elseif current[7] == 'secure-sum' then
-  if redis.call('HLEN', KEYS[12]) < total then
-    refusal = 'keys_incomplete'
-  elseif redis.call('HEXISTS', KEYS[12], client_id) == 0 then
-    refusal = 'not_a_participant'
+local function update()
+  local created = 0
+  local wait = rate_limited()
+  if wait then
+    return {'rate_limited', 0, 0, 'IN_PROGRESS', 0, total, 0, tostring(wait)}
   end
-end
-if refusal then
-  return {'refused', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), refusal}
-end
-if vector ~= '' then
-  redis.call('HSET', KEYS[13], client_id, vector)
-  redis.call('PEXPIRE', KEYS[13], ttl)
+
+  local current = redis.call('HMGET', job, 'totalClients', 'schemaDigest', 'status', 'doneCount', 'version',
+    'createdAt', 'aggregation', 'vectorLength', 'maxRows')
+  if not current[1] then
+    if ARGV[11] == 'secure-sum' then
+      return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'keys_incomplete'}
+    end
+    if ARGV[11] == 'sum' and ARGV[13] == '' then
+      return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'schema_required'}
+    end
+    if ARGV[13] == '' and vector ~= '' then
+      return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_not_expected'}
+    end
+    local fields = {'aggregation', ARGV[11]}
+    if ARGV[13] ~= '' then
+      if ARGV[17] ~= '' then
+        return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, ARGV[17]}
+      end
+      if vector == '' then
+        return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_required'}
+      end
+      if string.len(vector) ~= 8 * tonumber(ARGV[13]) then
+        return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_length_mismatch:' .. ARGV[13]}
+      end
+      fields = {'aggregation', ARGV[11], 'vectorLength', ARGV[13], 'maxRows', ARGV[14]}
+    end
+    local base = create_job(job, events, KEYS[11], {KEYS[5], KEYS[7], KEYS[10]}, job_id, total, schema, ARGV[15],
+      now, at, history, channel, ARGV[10], fields)
+    created = 1
+    current = {tostring(total), ARGV[15], 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), ARGV[11], ARGV[13],
+      ARGV[14]}
+  else
+    local stored_total = tonumber(current[1])
+    if stored_total ~= total then
+      return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'totalClients'}
+    end
+    current[2] = schema_digest(job, current[2], schema, ARGV[15])
+    if schema ~= '' and current[2] ~= '' and current[2] ~= ARGV[15] then
+      return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'schema'}
+    end
+    if ARGV[16] == '1' and (current[8] or '') ~= '' and current[9] ~= ARGV[14] then
+      return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'maxRows'}
+    end
+  end
+
+  if redis.call('SISMEMBER', clients, client_id) == 1 then
+    return {'duplicate', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), ''}
+  end
+  if current[3] ~= 'IN_PROGRESS' then
+    return {'closed', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), ''}
+  end
+  local length = current[8] or ''
+  local refusal = nil
+  if length == '' then
+    if vector ~= '' then refusal = 'vector_not_expected' end
+  elseif vector == '' then
+    refusal = 'vector_required'
+  elseif string.len(vector) ~= 8 * tonumber(length) then
+    refusal = 'vector_length_mismatch:' .. length
+  elseif current[7] == 'secure-sum' then
+    if redis.call('HLEN', KEYS[12]) < total then
+      refusal = 'keys_incomplete'
+    elseif redis.call('HEXISTS', KEYS[12], client_id) == 0 then
+      refusal = 'not_a_participant'
+    end
+  end
+  if refusal then
+    return {'refused', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), refusal}
+  end
+  if vector ~= '' then
+    redis.call('HSET', KEYS[13], client_id, vector)
+    redis.call('PEXPIRE', KEYS[13], ttl)
+  end
+
+  if schema ~= '' and current[2] == '' then
+    redis.call('HSET', job, 'schema', schema, 'schemaDigest', ARGV[15])
+  end
+  redis.call('SADD', clients, client_id)
+  local done = redis.call('SCARD', clients)
+  -- '<epoch ms>:<ordinal>': the ordinal keeps the reporting order when two clients share a millisecond.
+  redis.call('HSET', times, client_id, now .. ':' .. done)
+  redis.call('HSET', job, 'doneCount', done, 'updatedAt', now)
+  local version = emit(job, events, job_id, at, history, channel, 'client.done',
+    {clientId = client_id, doneCount = done, totalClients = total})
+  local status = 'IN_PROGRESS'
+  local triggered = 0
+  if done >= total then
+    status = 'AGGREGATING'
+    triggered = 1
+    redis.call('HSET', job, 'status', status, 'aggregatingAt', now)
+    redis.call('ZREM', KEYS[7], job_id)
+    redis.call('ZREM', KEYS[10], job_id)
+    redis.call('ZADD', KEYS[8], tonumber(current[6]), job_id)
+    version = emit(job, events, job_id, at, history, channel, 'job.aggregating',
+      {doneCount = done, totalClients = total, status = status})
+    redis.call('XADD', KEYS[9], '*', 'jobId', job_id, 'version', version)
+  end
+  redis.call('ZADD', KEYS[6], now, job_id)
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+  if length ~= '' then
+    redis.call('PEXPIRE', KEYS[12], ttl)
+    redis.call('PEXPIRE', KEYS[13], ttl)
+  end
+  return {'recorded', created, triggered, status, done, total, version, ''}
 end
 
-if schema ~= '' and current[2] == '' then
-  redis.call('HSET', job, 'schema', schema, 'schemaDigest', ARGV[15])
-end
-redis.call('SADD', clients, client_id)
-local done = redis.call('SCARD', clients)
--- '<epoch ms>:<ordinal>': the ordinal keeps the reporting order when two clients share a millisecond.
-redis.call('HSET', times, client_id, now .. ':' .. done)
-redis.call('HSET', job, 'doneCount', done, 'updatedAt', now)
-local version = emit(job, events, job_id, at, history, channel, 'client.done',
-  {clientId = client_id, doneCount = done, totalClients = total})
-local status = 'IN_PROGRESS'
-local triggered = 0
-if done >= total then
-  status = 'AGGREGATING'
-  triggered = 1
-  redis.call('HSET', job, 'status', status, 'aggregatingAt', now)
-  redis.call('ZREM', KEYS[7], job_id)
-  redis.call('ZREM', KEYS[10], job_id)
-  redis.call('ZADD', KEYS[8], tonumber(current[6]), job_id)
-  version = emit(job, events, job_id, at, history, channel, 'job.aggregating',
-    {doneCount = done, totalClients = total, status = status})
-  redis.call('XADD', KEYS[9], '*', 'jobId', job_id, 'version', version)
-end
-redis.call('ZADD', KEYS[6], now, job_id)
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
-if length ~= '' then
-  redis.call('PEXPIRE', KEYS[12], ttl)
-  redis.call('PEXPIRE', KEYS[13], ttl)
-end
-return {'recorded', created, triggered, status, done, total, version, ''}
+local result = update()
+redis.call('XADD', KEYS[16], 'MAXLEN', '~', ARGV[21], '*', 'at', at, 'who', ARGV[22], 'role', ARGV[23],
+  'ip', ARGV[24], 'action', 'POST /api/update', 'job', job_id, 'client', client_id, 'outcome', result[1])
+return result
 """
 )
 

@@ -85,6 +85,23 @@ class Settings:
     delivery_max_backoff_seconds: float = 60.0
     delivery_workers: int = 4
     delivery_claim_idle_seconds: float = 60.0
+    # Security (auth is on when a secret or a public key is configured).
+    auth_jwt_secret: str | None = None
+    auth_jwt_public_key: str | None = None  # PEM, RSA (RS256) or EC P-256 (ES256)
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_leeway_seconds: float = 30.0
+    insecure_no_auth: bool = False
+    ws_ticket_ttl_seconds: float = 30.0
+    ws_max_per_token: int = 20
+    # Writes per RATE_LIMIT_WINDOW, per client (token subject, or clientId without auth) and per IP; 0: off.
+    rate_limit_window_seconds: float = 10.0
+    rate_limit_client_writes: int = 600
+    rate_limit_ip_writes: int = 6000
+    cors_allowed_origins: tuple[str, ...] = ()
+    audit_max_entries: int = 100_000
+    redis_username: str | None = None
+    redis_password: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -232,6 +249,7 @@ class Settings:
                 lambda v: 1 <= v <= 3600,
                 "seconds, 1-3600",
             ),
+            **_security_from_env(env, default),
             host=env.get("HOST", default.host),
             port=_parse(env, "PORT", default.port, int, lambda v: 1 <= v <= 65535, "an integer 1-65535"),
             redis_url=redis_url,
@@ -404,8 +422,16 @@ class Settings:
             raise SettingsError(f"PORT: must be an integer 1-65535, got {self.port}")
         if not self.host:
             raise SettingsError("HOST: must not be empty")
+        if self.auth_jwt_secret is not None and len(self.auth_jwt_secret.encode()) < 32:
+            raise SettingsError("AUTH_JWT_SECRET: must be at least 32 bytes (HS256 needs a key as long as its hash)")
+        if self.auth_jwt_public_key is not None:
+            _check_public_key(self.auth_jwt_public_key)
         if any(c in self.key_prefix for c in "{} \t\n"):
             raise SettingsError(f"KEY_PREFIX: must not contain braces or whitespace, got {self.key_prefix!r}")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_jwt_secret is not None or self.auth_jwt_public_key is not None
 
     @property
     def redis_label(self) -> str:
@@ -432,6 +458,11 @@ class Settings:
             "max_vector_body_bytes": self.max_vector_body_bytes,
             "vector_max_rows": self.vector_max_rows,
             "max_job_vector_bytes": self.max_job_vector_bytes,
+            "auth": ("HS256 " if self.auth_jwt_secret else "") + ("RS256/ES256" if self.auth_jwt_public_key else "")
+            or ("OFF (--insecure-no-auth)" if self.insecure_no_auth else "off"),
+            "rate_limits": f"{self.rate_limit_client_writes}/client, {self.rate_limit_ip_writes}/IP per "
+            f"{self.rate_limit_window_seconds:g} s",
+            "cors_allowed_origins": list(self.cors_allowed_origins) or "none",
             "log_dir": self.log_dir,
             "log_level": self.log_level,
             "access_log": self.access_log,
@@ -456,6 +487,91 @@ class Settings:
         if self.enable_filesystem_saving:
             destinations.append("file")
         return tuple(destinations)
+
+
+def _security_from_env(env: Mapping[str, str], default: Settings) -> dict[str, Any]:
+    def secret(name: str) -> str | None:
+        """NAME, or the contents of the file NAME_FILE (without its trailing newline)."""
+        path = env.get(f"{name}_FILE")
+        if path:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    return handle.read().rstrip("\r\n") or None
+            except OSError as e:
+                raise SettingsError(f"{name}_FILE: cannot read {path}: {e.strerror}") from None
+        return env.get(name) or None
+
+    public_key = None
+    if path := env.get("AUTH_JWT_PUBLIC_KEY_FILE"):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                public_key = handle.read()
+        except OSError as e:
+            raise SettingsError(f"AUTH_JWT_PUBLIC_KEY_FILE: cannot read {path}: {e.strerror}") from None
+    return {
+        "auth_jwt_secret": secret("AUTH_JWT_SECRET"),
+        "auth_jwt_public_key": public_key,
+        "auth_jwt_issuer": env.get("AUTH_JWT_ISSUER") or None,
+        "auth_jwt_audience": env.get("AUTH_JWT_AUDIENCE") or None,
+        "auth_leeway_seconds": _parse(
+            env, "AUTH_LEEWAY_SECONDS", default.auth_leeway_seconds, float, lambda v: 0 <= v <= 600, "seconds, 0-600"
+        ),
+        "insecure_no_auth": _parse(
+            env, "INSECURE_NO_AUTH", default.insecure_no_auth, _parse_bool, lambda v: True, "true or false"
+        ),
+        "ws_ticket_ttl_seconds": _parse(
+            env, "WS_TICKET_TTL", default.ws_ticket_ttl_seconds, float, lambda v: 1 <= v <= 3600, "seconds, 1-3600"
+        ),
+        "ws_max_per_token": _parse(
+            env, "WS_MAX_PER_TOKEN", default.ws_max_per_token, int, lambda v: 1 <= v <= 100000, "an integer 1-100000"
+        ),
+        "rate_limit_window_seconds": _parse(
+            env,
+            "RATE_LIMIT_WINDOW",
+            default.rate_limit_window_seconds,
+            float,
+            lambda v: 0.1 <= v <= 3600,
+            "seconds, 0.1-3600",
+        ),
+        "rate_limit_client_writes": _parse(
+            env, "RATE_LIMIT_CLIENT_WRITES", default.rate_limit_client_writes, int, lambda v: v >= 0, "an integer >= 0"
+        ),
+        "rate_limit_ip_writes": _parse(
+            env, "RATE_LIMIT_IP_WRITES", default.rate_limit_ip_writes, int, lambda v: v >= 0, "an integer >= 0"
+        ),
+        "cors_allowed_origins": _parse(
+            env,
+            "CORS_ALLOWED_ORIGINS",
+            default.cors_allowed_origins,
+            _parse_origins,
+            lambda v: True,
+            "comma-separated http(s) origins, or *",
+        ),
+        "audit_max_entries": _parse(
+            env,
+            "AUDIT_MAX_ENTRIES",
+            default.audit_max_entries,
+            int,
+            lambda v: 100 <= v <= 10**8,
+            "an integer 100-100000000",
+        ),
+        "redis_username": env.get("REDIS_USERNAME") or None,
+        "redis_password": secret("REDIS_PASSWORD"),
+    }
+
+
+def _check_public_key(pem: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError:
+        raise SettingsError("AUTH_JWT_PUBLIC_KEY_FILE: not a PEM public key") from None
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise SettingsError("AUTH_JWT_PUBLIC_KEY_FILE: must be an RSA (RS256) or EC P-256 (ES256) public key")
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name != "secp256r1":
+        raise SettingsError("AUTH_JWT_PUBLIC_KEY_FILE: an EC key must be on P-256 (ES256)")
 
 
 def _without_credentials(url: str) -> str:

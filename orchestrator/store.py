@@ -18,7 +18,7 @@ from orchestrator import scripts
 from orchestrator.errors import JobNotFound
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
-from orchestrator.models import Attempt, Job, JobStatus, UpdateOutcome, UpdateRequest, UpdateResult, iso_ms
+from orchestrator.models import Actor, Attempt, Job, JobStatus, UpdateOutcome, UpdateRequest, UpdateResult, iso_ms
 
 # A Redis key lives this much longer than the job TTL, so the janitor (which announces the expiry)
 # normally gets there first.
@@ -31,6 +31,9 @@ UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, Ti
 
 class StoreUnavailable(Exception):
     """Redis could not be reached or did not answer within the configured timeout."""
+
+
+_NOBODY = Actor()
 
 
 def now_ms() -> int:
@@ -54,6 +57,8 @@ class JobStore:
         event_history: int,
         collection_timeout_seconds: int = 86400,
         delivery_destinations: tuple[str, ...] = (),
+        rate_limits: tuple[float, int, int] = (10.0, 0, 0),
+        audit_max_entries: int = 100_000,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -62,6 +67,9 @@ class JobStore:
         self.history_size = event_history
         self.collection_timeout_ms = collection_timeout_seconds * 1000
         self.delivery_destinations = delivery_destinations
+        # (window seconds, writes per client, writes per IP; 0: no limit)
+        self.rate_limits = rate_limits
+        self.audit_max_entries = audit_max_entries
         self._update = redis.register_script(scripts.UPDATE)
         self._expire = redis.register_script(scripts.EXPIRE)
         self._finish = redis.register_script(scripts.FINISH)
@@ -98,9 +106,16 @@ class JobStore:
         async with self.guard("ping"):
             await self.redis.ping()
 
-    async def record_update(self, req: UpdateRequest) -> UpdateResult:
-        """Count one client's completion; create the job on its first update. One Redis round trip."""
+    async def record_update(self, req: UpdateRequest, actor: Actor = _NOBODY) -> UpdateResult:
+        """Count one client's completion; create the job on its first update; check the actor's rate limits
+        and append the audit entry. One Redis round trip."""
         k = self.keys
+        window, client_limit, ip_limit = self.rate_limits
+        index = int(time.time() // window)
+        # Without an actor (the service's own calls, tests) nothing is limited.
+        rate_client = (actor.client or req.client_id) if actor is not _NOBODY else None
+        if rate_client is None:
+            client_limit = 0
         async with self.guard("update"):
             raw = await self._update(
                 keys=[
@@ -114,6 +129,9 @@ class JobStore:
                     k.tombstone(req.job_id),
                     k.public_keys(req.job_id),
                     k.vectors(req.job_id),
+                    k.rate_counter("client", rate_client or "-", index),
+                    k.rate_counter("ip", actor.ip or "-", index),
+                    k.audit,
                 ],
                 args=[
                     req.job_id,
@@ -129,6 +147,13 @@ class JobStore:
                     schema_digest(req.schema_json),
                     "1" if req.max_rows_declared else "",
                     req.creation_refusal,
+                    int(window * 1000),
+                    client_limit,
+                    ip_limit if actor.ip else 0,
+                    self.audit_max_entries,
+                    actor.who,
+                    actor.role,
+                    actor.ip,
                 ],
             )
         outcome, created, triggered, status, done, total, version, conflict = raw
@@ -450,6 +475,25 @@ class JobStore:
         if int(current) > since and (not missed or missed[0][0] != since + 1):
             return None
         return missed
+
+    async def is_participant(self, job_id: str, client_id: str) -> bool:
+        """Whether the client has reported for the job or registered a key for it."""
+        async with self.guard("participant"), self.redis.pipeline(transaction=False) as pipe:
+            pipe.sismember(self.keys.updated_clients(job_id), client_id)
+            pipe.hexists(self.keys.public_keys(job_id), client_id)
+            reported, keyed = await pipe.execute()
+        return bool(reported) or bool(keyed)
+
+    async def store_ticket(self, ticket: str, payload: str, ttl_seconds: float) -> None:
+        async with self.guard("ticket"):
+            await self.redis.set(self.keys.ws_ticket(ticket), payload, px=int(ttl_seconds * 1000))
+
+    async def redeem_ticket(self, ticket: str) -> str | None:
+        """The ticket's payload, once: GETDEL makes it single-use across replicas."""
+        if not 16 <= len(ticket) <= 64:
+            return None
+        async with self.guard("ticket"):
+            return cast(str | None, await self.redis.getdel(self.keys.ws_ticket(ticket)))
 
     async def find_job(self, job_id: str) -> Job | None:
         try:

@@ -10,6 +10,8 @@ from aiohttp import web
 from orchestrator.hub import EventHub
 from orchestrator.metrics import Metrics
 from orchestrator.securesum.store import VectorStore
+from orchestrator.security.audit import AuditLog
+from orchestrator.security.tokens import Authenticator
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore
 
@@ -22,4 +24,6 @@ STORE = web.AppKey("store", JobStore)
 METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", EventHub)
 VECTORS = web.AppKey("vectors", VectorStore)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+AUDIT = web.AppKey("audit", AuditLog)
 SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")

@@ -12,9 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from orchestrator import SERVICE_NAME, __version__
 from orchestrator.errors import ApiError, Conflict, JobNotFound, UnsupportedMediaType, ValidationError
 from orchestrator.logconfig import info_fast
-from orchestrator.models import UpdateOutcome
+from orchestrator.models import Actor, UpdateOutcome
 from orchestrator.openapi import OPENAPI
 from orchestrator.securesum.requests import binary_update, parse_vector, refusal, with_vector_layout
+from orchestrator.security.guard import client_ip, rate_limited
+from orchestrator.security.policy import AUDIT_JOB, AUDIT_OUTCOME, AUDITED, principal, require_self
 from orchestrator.serializers import job_detail, job_summary, status_body
 from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
@@ -102,9 +104,22 @@ async def update(request: web.Request) -> web.Response:
             code="backend_unavailable",
             field="aggregation",
         )
-    result = await request.app[STORE].record_update(req)
+    require_self(request, req.client_id)
+    who = principal(request)
+    actor = Actor(
+        who.sub if who.authenticated else "anonymous",
+        who.role if who.authenticated else "",
+        client_ip(request),
+        who.sub if who.authenticated else None,
+    )
+    result = await request.app[STORE].record_update(req, actor)
+    request[AUDITED] = True
+    request[AUDIT_JOB] = req.job_id
+    request[AUDIT_OUTCOME] = result.outcome.value
     request.app[METRICS].count_update(result.outcome.value)
     where = f"job {req.job_id}, client {req.client_id}"
+    if result.outcome is UpdateOutcome.RATE_LIMITED:
+        raise rate_limited(int(result.conflict_field or "1000") / 1000)
     if result.outcome is UpdateOutcome.CONFLICT:
         field = result.conflict_field or "totalClients"
         logger.warning("Refused update for %s: %s differs from the job's", where, field)

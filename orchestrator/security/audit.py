@@ -1,0 +1,70 @@
+"""The audit trail (a Redis stream, bounded, and the log) and the shared write rate limits."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, cast
+
+from orchestrator.store import JobStore
+
+logger = logging.getLogger("orchestrator.audit")
+
+# Fixed-window counters: KEYS the counters, ARGV[1] window (ms), ARGV[2..] each counter's limit (0: none).
+# Returns 0 when the request may go on, else the milliseconds until the window ends. A counter counts
+# refused requests too, so a client that keeps hammering stays refused until its window ends. (A retried
+# EVALSHA counts a request twice: harmless for a limit.)
+RATE_LIMIT = """
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i + 1])
+  if limit > 0 then
+    local n = redis.call('INCR', key)
+    if n == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+    if n > limit then return math.max(redis.call('PTTL', key), 1) end
+  end
+end
+return 0
+"""
+
+
+class AuditLog:
+    def __init__(self, store: JobStore, max_entries: int) -> None:
+        self.store = store
+        self.redis = store.redis
+        self.stream = store.keys.audit
+        self.max_entries = max_entries
+        self._rate_limit = store.redis.register_script(RATE_LIMIT)
+
+    async def record(self, entry: dict[str, str]) -> None:
+        async with self.store.guard("audit"):
+            await self.redis.xadd(self.stream, cast(Any, entry), maxlen=self.max_entries, approximate=True)
+
+    async def entries(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """The newest entries first (before the entry id ``before``), and the cursor of the next page."""
+        top = f"({before}" if before else "+"
+        async with self.store.guard("audit"):
+            raw = cast(
+                list[tuple[str, dict[str, str]]],
+                await self.redis.xrevrange(self.stream, max=top, min="-", count=limit + 1),
+            )
+        page = [{"id": entry_id, **fields} for entry_id, fields in raw[:limit]]
+        return page, (page[-1]["id"] if len(raw) > limit else None)
+
+    def counters(self, client: str | None, ip: str, window: float) -> list[str]:
+        """The rate-limit counters of this window: the client's and the IP's."""
+        index = int(time.time() // window)
+        keys = self.store.keys
+        return [keys.rate_counter("client", client or "-", index), keys.rate_counter("ip", ip, index)]
+
+    async def rate_limited(self, client: str | None, ip: str, window: float, limits: tuple[int, int]) -> float:
+        """Seconds until the client (or IP) may write again; 0 when it may now."""
+        async with self.store.guard("rate_limit"):
+            wait_ms = await self._rate_limit(
+                keys=self.counters(client, ip, window),
+                args=[int(window * 1000), limits[0] if client else 0, limits[1]],
+            )
+        return int(wait_ms) / 1000
+
+
+def log_entry(entry: dict[str, str]) -> None:
+    logger.info(" ".join(f"{k}={v}" for k, v in entry.items() if v and k != "at"))

@@ -1,0 +1,213 @@
+"""The security middleware: authentication and roles, write rate limits, the audit trail, CORS and the
+security headers of every response."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from orchestrator.errors import ApiError
+from orchestrator.models import iso_ms
+from orchestrator.security.audit import log_entry
+from orchestrator.security.policy import (
+    ACCESS,
+    AUDIT_JOB,
+    AUDIT_OUTCOME,
+    AUDITED,
+    PARTICIPANT_READS,
+    PRINCIPAL,
+    Forbidden,
+    Unauthorized,
+    require_job,
+)
+from orchestrator.security.tokens import ANONYMOUS, AuthError, Principal, principal_from
+from orchestrator.settings import Settings
+from orchestrator.store import JobStore, StoreUnavailable, now_ms
+from orchestrator.typedefs import AUDIT, AUTHENTICATOR, SETTINGS, STORE
+
+logger = logging.getLogger("orchestrator.security")
+
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_UPDATE = ("POST", "/api/update")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="computations-orchestrator"'}
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def route_key(request: web.Request) -> tuple[str, str] | None:
+    resource = request.match_info.route.resource
+    if resource is None or resource.name == "static":
+        return None
+    return request.method, resource.canonical
+
+
+def client_ip(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings: Settings = request.app[SETTINGS]
+    if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+        return preflight(request, settings)
+    key = route_key(request)
+    rule = ACCESS.get(key) if key is not None else None
+    who = ANONYMOUS
+    write = request.method in _WRITE_METHODS and key is not None
+    status = 500
+    try:
+        if rule is not None and request.app[AUTHENTICATOR].enabled:
+            who = await identify(request)
+            if who.role not in rule:
+                raise Forbidden(
+                    f"Role {who.role} may not {request.method} {key[1] if key else request.path}",
+                    code="role_not_allowed",
+                    role=who.role,
+                )
+            if job_id := request.match_info.get("jobId"):
+                require_job(who, job_id)
+                if who.role == "client" and key in PARTICIPANT_READS:
+                    store: JobStore = request.app[STORE]
+                    if not await store.is_participant(job_id, who.sub):
+                        raise Forbidden(
+                            f"Client {who.sub} takes no part in job {job_id}", code="not_a_participant", jobId=job_id
+                        )
+        request[PRINCIPAL] = who
+        if write and key != _UPDATE:
+            await check_rate(request, settings, who)
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as e:
+        status = e.status
+        raise
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    except StoreUnavailable:
+        status = 503
+        raise
+    finally:
+        if write:
+            await audit(request, who, status)
+
+
+async def identify(request: web.Request) -> Principal:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Authorization must be 'Bearer <token>'", code="invalid_token", headers=_CHALLENGE)
+        try:
+            return request.app[AUTHENTICATOR].authenticate(token.strip())
+        except AuthError as e:
+            raise Unauthorized(f"Token refused: {e}", code="invalid_token", headers=_CHALLENGE) from None
+    ticket = request.query.get("ticket")
+    if ticket is not None and request.path.startswith("/ws"):
+        store: JobStore = request.app[STORE]
+        redeemed = await store.redeem_ticket(ticket)
+        if redeemed is None:
+            raise Unauthorized("WebSocket ticket unknown, used or expired", code="invalid_ticket")
+        return principal_from(json.loads(redeemed))
+    raise Unauthorized("A bearer token is required", code="token_required", headers=_CHALLENGE)
+
+
+async def check_rate(request: web.Request, settings: Settings, who: Principal) -> None:
+    if not (settings.rate_limit_client_writes or settings.rate_limit_ip_writes):
+        return
+    client = who.sub if who.authenticated else None
+    limits = (settings.rate_limit_client_writes, settings.rate_limit_ip_writes)
+    wait = await request.app[AUDIT].rate_limited(client, client_ip(request), settings.rate_limit_window_seconds, limits)
+    if wait > 0:
+        raise rate_limited(wait)
+
+
+def rate_limited(wait_seconds: float) -> ApiError:
+    retry_after = max(1, int(wait_seconds + 0.999))
+    return ApiError(
+        f"Too many writes; retry in {retry_after} s",
+        code="rate_limited",
+        http_status=429,
+        headers={"Retry-After": str(retry_after)},
+        retryAfter=retry_after,
+    )
+
+
+async def audit(request: web.Request, who: Principal, status: int) -> None:
+    entry = {
+        "at": iso_ms(now_ms()) or "",
+        "who": who.sub if who.authenticated else ("anonymous" if status != 401 else "unknown"),
+        "role": who.role if who.authenticated else "",
+        "ip": client_ip(request),
+        "action": f"{request.method} {request.rel_url.path}",
+        "job": request.match_info.get("jobId", "") or request.get(AUDIT_JOB, ""),
+        "status": str(status),
+        "outcome": request.get(AUDIT_OUTCOME, ""),
+    }
+    log_entry(entry)
+    if request.get(AUDITED, False):
+        return
+    try:
+        await request.app[AUDIT].record(entry)
+    except StoreUnavailable as e:
+        logger.warning("Audit entry not stored (%s): %s", e, entry)
+
+
+def preflight(request: web.Request, settings: Settings) -> web.Response:
+    origin = request.headers.get("Origin", "")
+    if not cors_allowed(origin, settings):
+        return web.json_response(
+            {"error": {"code": "cors_not_allowed", "message": "This origin may not call the API"}}, status=403
+        )
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+            "Access-Control-Max-Age": "600",
+            "Vary": "Origin",
+        },
+    )
+
+
+def cors_allowed(origin: str, settings: Settings) -> bool:
+    allowed = settings.cors_allowed_origins
+    return bool(origin) and ("*" in allowed or origin.rstrip("/") in allowed)
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Security headers on every response; CORS headers for allowed origins."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    origin = request.headers.get("Origin")
+    if origin and cors_allowed(origin, request.app[SETTINGS]):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+
+
+def new_ticket() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def ticket_payload(who: Principal) -> str:
+    data: dict[str, Any] = {"sub": who.sub, "role": who.role}
+    if who.jobs is not None:
+        data["jobs"] = list(who.jobs)
+    return json.dumps(data)

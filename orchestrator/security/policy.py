@@ -1,0 +1,95 @@
+"""Who may do what: the roles each route takes (ACCESS), and the checks a handler adds: a client acts only
+as itself, and reads only the jobs it takes part in; a token's `jobs` patterns bound every role.
+
+- client (as its own `sub`) or admin: `POST /api/update`, `POST /api/jobs/{jobId}/keys`;
+- client (its own jobs), viewer or admin: `GET /api/job-status/{jobId}`, `GET /api/jobs/{jobId}`,
+  `GET /api/jobs/{jobId}/keys`, `/ws/jobs/{jobId}`; any role: `POST /api/ws-ticket`;
+- viewer or admin: `GET /api/jobs`, `/ws`, `GET /metrics`;
+- admin: `POST /api/jobs/{jobId}/cancel`, `POST /api/jobs/{jobId}/deliveries/retry`, `GET /api/audit`;
+- anyone: `/`, `/healthz`, `/readyz`, `/api/openapi.json`, `/api/whoami`, `/dashboard`, `/static/`;
+- the coordinator, with the job's callback token: `POST /api/smpc/callback/{jobId}`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from orchestrator.errors import ApiError
+from orchestrator.security.tokens import ANONYMOUS, Principal
+
+ANY_ROLE = frozenset({"client", "viewer", "admin"})
+WRITERS = frozenset({"client", "admin"})
+READERS = frozenset({"viewer", "admin"})
+ADMINS = frozenset({"admin"})
+
+# (method, route) -> the roles that may call it; None: no token needed.
+ACCESS: dict[tuple[str, str], frozenset[str] | None] = {
+    ("GET", "/"): None,
+    ("GET", "/healthz"): None,
+    ("GET", "/readyz"): None,
+    ("GET", "/api/openapi.json"): None,
+    ("GET", "/api/whoami"): None,
+    ("GET", "/dashboard"): None,
+    ("POST", "/api/smpc/callback/{jobId}"): None,
+    ("GET", "/metrics"): READERS,
+    ("POST", "/api/update"): WRITERS,
+    ("POST", "/api/jobs/{jobId}/keys"): WRITERS,
+    ("GET", "/api/jobs/{jobId}/keys"): ANY_ROLE,
+    ("GET", "/api/job-status/{jobId}"): ANY_ROLE,
+    ("GET", "/api/jobs/{jobId}"): ANY_ROLE,
+    ("GET", "/ws/jobs/{jobId}"): ANY_ROLE,
+    ("POST", "/api/ws-ticket"): ANY_ROLE,
+    ("GET", "/api/jobs"): READERS,
+    ("GET", "/ws"): READERS,
+    ("POST", "/api/jobs/{jobId}/cancel"): ADMINS,
+    ("POST", "/api/jobs/{jobId}/deliveries/retry"): ADMINS,
+    ("GET", "/api/audit"): ADMINS,
+}
+# Routes where a client reads a job: it must take part in it.
+PARTICIPANT_READS = frozenset(
+    {
+        ("GET", "/api/jobs/{jobId}/keys"),
+        ("GET", "/api/job-status/{jobId}"),
+        ("GET", "/api/jobs/{jobId}"),
+        ("GET", "/ws/jobs/{jobId}"),
+    }
+)
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+# Set by handlers for the audit trail: the job and the outcome (recorded, duplicate, ...) of a write, and
+# whether their Lua script already wrote the audit entry (the update does, to keep one round trip).
+AUDIT_JOB = web.RequestKey("audit_job", str)
+AUDIT_OUTCOME = web.RequestKey("audit_outcome", str)
+AUDITED = web.RequestKey("audited", bool)
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+def principal(request: web.Request) -> Principal:
+    """Who the request acts as (set by the security middleware; ANONYMOUS with authentication off)."""
+    found: Principal = request.get(PRINCIPAL, ANONYMOUS)
+    return found
+
+
+def require_self(request: web.Request, client_id: str) -> None:
+    """A client token acts only as its own subject."""
+    who = principal(request)
+    if who.role == "client" and who.sub != client_id:
+        raise Forbidden(
+            f"This token is for client {who.sub}; it cannot act as {client_id}",
+            code="client_mismatch",
+            clientId=client_id,
+        )
+
+
+def require_job(who: Principal, job_id: str) -> None:
+    if not who.may_touch(job_id):
+        raise Forbidden(f"This token does not cover job {job_id}", code="job_not_allowed", jobId=job_id)
