@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ipaddress
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from orchestrator.client import FINAL_STATUSES, OrchestratorClient, Orchestrator
 from orchestrator.logconfig import configure_logging, shutdown_logging
 from orchestrator.securesum.demo import run_demo
 from orchestrator.securesum.participant import DEFAULT_MAX_ROWS, KeyRoundError
+from orchestrator.security.tokens import ROLES, AuthError, issue_token, parse_ttl
 from orchestrator.settings import Settings, SettingsError, client_base_url
 
 logger = logging.getLogger("orchestrator.main")
@@ -34,11 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--redis-url", help="redis://, rediss:// or unix:// URL (env REDIS_URL; default: embedded fakeredis)"
     )
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="listen on a non-loopback address without authentication (env INSECURE_NO_AUTH; never in production)",
+    )
+
+    token = sub.add_parser("token", help="issue a bearer token signed with AUTH_JWT_SECRET (or AUTH_JWT_SECRET_FILE)")
+    token.add_argument("--role", required=True, choices=list(ROLES))
+    token.add_argument("--sub", required=True, help="the subject: a client's clientId, or a person's name")
+    token.add_argument("--ttl", default="30d", help="lifetime: 30d, 12h, 15m or seconds (default 30d)")
+    token.add_argument("--jobs", help="comma-separated job-id patterns the token is limited to (e.g. 'study-*')")
 
     url_help = "the service's base URL (env ORCHESTRATOR_URL, default http://127.0.0.1:5000)"
+    token_help = "a bearer token (env ORCHESTRATOR_TOKEN), for a service with authentication on"
     watch = sub.add_parser("watch", help="print a job's events as they happen, one JSON object per line")
     watch.add_argument("job_id")
     watch.add_argument("--url", default=None, help=url_help)
+    watch.add_argument("--token", default=None, help=token_help)
     watch.add_argument("--since", type=int, help="start after this version instead of with a snapshot")
     watch.add_argument("--until-done", action="store_true", help="exit once the job is COMPLETED, FAILED or CANCELLED")
 
@@ -48,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--total", required=True, type=int, help="totalClients")
     update.add_argument("--schema", type=Path, help="a JSON file with the job's schema (a list of features)")
     update.add_argument("--url", default=None, help=url_help)
+    update.add_argument("--token", default=None, help=token_help)
 
     submit = sub.add_parser(
         "submit", help="compute a client's statistics from a CSV file and submit them through the secure sum"
@@ -62,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="wait for the result and print it")
     submit.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     submit.add_argument("--url", default=None, help=url_help)
+    submit.add_argument("--token", default=None, help=token_help)
 
     demo = sub.add_parser(
         "demo", help="run simulated data holders through the secure sum, on an embedded service or --url"
@@ -79,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "token":
+        return token_command(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     commands = {"watch": watch_command, "update": update_command, "submit": submit_command, "demo": demo_command}
     try:
@@ -99,8 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def client_for(args: argparse.Namespace) -> OrchestratorClient:
+    return OrchestratorClient(
+        args.url or client_base_url(), token=args.token or os.environ.get("ORCHESTRATOR_TOKEN") or None
+    )
+
+
 async def watch_command(args: argparse.Namespace) -> int:
-    async with OrchestratorClient(args.url or client_base_url()) as client:
+    async with OrchestratorClient(
+        args.url or client_base_url(), token=args.token or os.environ.get("ORCHESTRATOR_TOKEN")
+    ) as client:
         async for event in client.watch(args.job_id, since=args.since):
             print(json.dumps(event), flush=True)
             status = event.get("status") or (event.get("job") or {}).get("status")
@@ -117,7 +145,9 @@ async def update_command(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             print(f"orchestrator: cannot read the schema from {args.schema}: {e}", file=sys.stderr)
             return 2
-    async with OrchestratorClient(args.url or client_base_url()) as client:
+    async with OrchestratorClient(
+        args.url or client_base_url(), token=args.token or os.environ.get("ORCHESTRATOR_TOKEN")
+    ) as client:
         print(json.dumps(await client.update(args.job, args.client, args.total, schema)))
     return 0
 
@@ -131,7 +161,9 @@ async def submit_command(args: argparse.Namespace) -> int:
     if not args.csv.is_file():
         print(f"orchestrator: no such CSV file: {args.csv}", file=sys.stderr)
         return 2
-    async with OrchestratorClient(args.url or client_base_url()) as client:
+    async with OrchestratorClient(
+        args.url or client_base_url(), token=args.token or os.environ.get("ORCHESTRATOR_TOKEN")
+    ) as client:
         answer = await client.submit_statistics(
             args.job,
             args.client,
@@ -151,12 +183,20 @@ async def demo_command(args: argparse.Namespace) -> int:
     if not 2 <= args.clients <= 100 or not 1 <= args.rows <= 1_000_000:
         print("orchestrator: --clients must be 2-100 and --rows 1-1000000", file=sys.stderr)
         return 2
-    if args.url:
-        return 0 if await run_demo(args.url.rstrip("/"), clients=args.clients, rows=args.rows, seed=args.seed) else 1
     try:
         settings = Settings.from_env().with_overrides(port=args.port)
     except SettingsError as e:
         print(f"orchestrator: configuration error: {e}", file=sys.stderr)
+        return 2
+    if settings.auth_jwt_public_key is not None and settings.auth_jwt_secret is None:
+        print("orchestrator: the demo issues its holders' tokens, so it needs AUTH_JWT_SECRET", file=sys.stderr)
+        return 2
+    secret = settings.auth_jwt_secret
+    if args.url:
+        ok = await run_demo(args.url.rstrip("/"), clients=args.clients, rows=args.rows, seed=args.seed, secret=secret)
+        return 0 if ok else 1
+    if refusal := check_exposure(settings, False):
+        print(f"orchestrator: {refusal}", file=sys.stderr)
         return 2
     logging.getLogger("orchestrator").setLevel(logging.WARNING)
     runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=5)
@@ -165,7 +205,7 @@ async def demo_command(args: argparse.Namespace) -> int:
         await web.TCPSite(runner, settings.host, settings.port).start()
         url = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '') else settings.host}:{settings.port}"
         print(f"Service started on {url} ({settings.redis_label})")
-        ok = await run_demo(url, clients=args.clients, rows=args.rows, seed=args.seed)
+        ok = await run_demo(url, clients=args.clients, rows=args.rows, seed=args.seed, secret=secret)
         if not args.exit:
             print(f"\nThe service keeps running: open {url}/dashboard (Ctrl-C to stop).", flush=True)
             await asyncio.Event().wait()
@@ -174,15 +214,73 @@ async def demo_command(args: argparse.Namespace) -> int:
         await runner.cleanup()
 
 
+def token_command(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        print(f"orchestrator: configuration error: {e}", file=sys.stderr)
+        return 2
+    if settings.auth_jwt_secret is None:
+        print("orchestrator: set AUTH_JWT_SECRET or AUTH_JWT_SECRET_FILE to issue tokens", file=sys.stderr)
+        return 2
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs else None
+    try:
+        print(issue_token(settings.auth_jwt_secret, args.sub, args.role, parse_ttl(args.ttl), jobs))
+    except (ValueError, AuthError) as e:
+        print(f"orchestrator: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def check_exposure(settings: Settings, insecure: bool) -> str | None:
+    """Why the service must not start as configured (listening beyond loopback without authentication)."""
+    if settings.auth_enabled or is_loopback(settings.host) or insecure or settings.insecure_no_auth:
+        return None
+    return (
+        f"refusing to listen on {settings.host} without authentication: anyone who reaches it could report as "
+        "any client. Set AUTH_JWT_SECRET (or AUTH_JWT_SECRET_FILE, AUTH_JWT_PUBLIC_KEY_FILE), listen on "
+        "127.0.0.1, or pass --insecure-no-auth"
+    )
+
+
+def warn_exposure(settings: Settings) -> None:
+    if settings.auth_enabled:
+        return
+    if is_loopback(settings.host):
+        logger.warning(
+            "Authentication is off: listening on %s (loopback) only. Set AUTH_JWT_SECRET to serve others.",
+            settings.host,
+        )
+    else:
+        logger.warning(
+            "AUTHENTICATION IS OFF and the service listens on %s (--insecure-no-auth): anyone who reaches it "
+            "can report as any client, cancel jobs and read every result.",
+            settings.host,
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env().with_overrides(host=args.host, port=args.port, redis_url=args.redis_url)
     except SettingsError as e:
         print(f"orchestrator: configuration error: {e}", file=sys.stderr)
         return 2
+    if refusal := check_exposure(settings, args.insecure_no_auth):
+        print(f"orchestrator: {refusal}", file=sys.stderr)
+        return 2
     configure_logging(
         settings.log_dir, settings.log_level, max_bytes=settings.log_max_bytes, backups=settings.log_backups
     )
+    warn_exposure(settings)
     logger.info("Listening on http://%s:%d", settings.host, settings.port)
     # Fan-out allocates a handle and a future per socket per event; with CPython's default young
     # generation threshold (700) the collector keeps walking thousands of live tasks. A larger one

@@ -53,8 +53,11 @@ class OrchestratorClient:
         timeout: float = 10.0,
         retries: int = 5,
         max_backoff: float = 10.0,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # A bearer token (JWT) for a service with authentication on; sent on every request and socket.
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._own_session = session is None
         self._session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -180,7 +183,7 @@ class OrchestratorClient:
         while True:
             url = self._ws_url(f"/ws/jobs/{quote(job_id, safe='')}", since)
             try:
-                async with self.session.ws_connect(url, heartbeat=30) as ws:
+                async with self.session.ws_connect(url, heartbeat=30, headers=self.auth) as ws:
                     backoff = 0.2
                     async for message in ws:
                         if message.type != aiohttp.WSMsgType.TEXT:
@@ -236,7 +239,7 @@ class OrchestratorClient:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                headers = {"Content-Type": "application/octet-stream"} if data is not None else None
+                headers = {**self.auth, **({"Content-Type": "application/octet-stream"} if data is not None else {})}
                 async with self.session.request(
                     method, self.base_url + path, json=json_body, data=data, headers=headers, timeout=self.timeout
                 ) as resp:

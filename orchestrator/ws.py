@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from orchestrator.errors import ApiError, ValidationError
 from orchestrator.hub import RESYNC, Event, EventHub, Subscription
 from orchestrator.models import Job, iso_ms
+from orchestrator.security.policy import principal
 from orchestrator.serializers import job_detail, job_summary
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable, now_ms
@@ -45,6 +46,7 @@ class SocketRegistry:
     def __init__(self) -> None:
         self.sockets: set[web.WebSocketResponse] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.per_subject: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -125,7 +127,9 @@ async def job_socket(request: web.Request) -> web.WebSocketResponse:
 
 async def all_socket(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
-    return await _serve(request, AllFeed(request.app[STORE], request.app[HUB], settings.ws_snapshot_jobs), None)
+    who = principal(request)
+    feed = AllFeed(request.app[STORE], request.app[HUB], settings.ws_snapshot_jobs, who.may_touch if who.jobs else None)
+    return await _serve(request, feed, None)
 
 
 async def _serve(request: web.Request, feed: JobFeed | AllFeed, job_id: str | None) -> web.WebSocketResponse:
@@ -141,12 +145,23 @@ async def _serve(request: web.Request, feed: JobFeed | AllFeed, job_id: str | No
         raise ValidationError("This endpoint needs a WebSocket upgrade", code="websocket_required")
     if len(registry) >= settings.ws_max_connections:
         raise ApiError("Too many WebSocket connections on this replica", code="too_many_connections", http_status=503)
+    who = principal(request)
+    subject = who.sub if who.authenticated else None
+    if subject is not None and registry.per_subject[subject] >= settings.ws_max_per_token:
+        raise ApiError(
+            f"{subject} already has {settings.ws_max_per_token} WebSockets open on this replica",
+            code="too_many_sockets",
+            http_status=429,
+            headers={"Retry-After": "5"},
+        )
     transport = request.transport
     if transport is not None and (sock := transport.get_extra_info("socket")) is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.ws_send_buffer_bytes)
     await ws.prepare(request)
     registry.sockets.add(ws)
+    if subject is not None:
+        registry.per_subject[subject] += 1
     writer: asyncio.Task[None] | None = None
 
     def drop_slow_consumer() -> None:
@@ -166,6 +181,10 @@ async def _serve(request: web.Request, feed: JobFeed | AllFeed, job_id: str | No
                         await outbox.text('{"type":"pong"}')
         finally:
             registry.sockets.discard(ws)
+            if subject is not None:
+                registry.per_subject[subject] -= 1
+                if registry.per_subject[subject] <= 0:
+                    del registry.per_subject[subject]
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -249,10 +268,14 @@ class JobFeed:
 class AllFeed:
     """Every job: a snapshot of the recent jobs, then every event; per job in version order."""
 
-    def __init__(self, store: JobStore, hub: EventHub, snapshot_jobs: int) -> None:
+    def __init__(
+        self, store: JobStore, hub: EventHub, snapshot_jobs: int, allow: Callable[[str], bool] | None = None
+    ) -> None:
         self.store = store
         self.hub = hub
         self.snapshot_jobs = snapshot_jobs
+        # Only the jobs a token's `jobs` patterns cover, when it has any.
+        self.allow = allow
         self.last: OrderedDict[str, int] = OrderedDict()
 
     async def run(self, ws: Outbox, sub: Subscription) -> None:
@@ -265,6 +288,8 @@ class AllFeed:
                 await self.snapshot(ws)
                 continue
             assert isinstance(item, Event)
+            if self.allow is not None and not self.allow(item.job_id):
+                continue
             previous = self.last.get(item.job_id)
             if previous is None and item.type != "job.created":
                 # A job this socket knows nothing of (older than its snapshot): send the job itself,
@@ -307,6 +332,8 @@ class AllFeed:
 
     async def snapshot(self, ws: Outbox) -> None:
         jobs, _ = await _retrying(ws, self._recent)
+        if self.allow is not None:
+            jobs = [job for job in jobs if self.allow(job.job_id)]
         self.last.clear()
         for job in reversed(jobs):
             self._seen(job.job_id, job.version)

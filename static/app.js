@@ -1,4 +1,5 @@
 // The dashboard: a live table of jobs fed by /ws, and a detail view fed by /ws/jobs/{jobId}.
+import { signIn } from "./auth.js";
 import { Feed } from "./feed.js";
 import { renderDetail } from "./detail.js";
 import { formatTime } from "./format.js";
@@ -175,7 +176,7 @@ function select(jobId) {
   renderDetail(null, jobId);
   detailFeed = new Feed(`/ws/jobs/${encodeURIComponent(jobId)}`, {
     onState: () => {},
-    resumeQuery: () => (detailJob ? `?since=${detailJob.version}` : ""),
+    resumeQuery: () => (detailJob ? `since=${detailJob.version}` : ""),
     onMessage: (message) => onDetailMessage(jobId, message),
   });
 }
@@ -224,6 +225,7 @@ filter.addEventListener("change", refilter);
 search.addEventListener("input", refilter);
 document.getElementById("detail-close").addEventListener("click", () => select(null));
 
+await signIn();
 new Feed("/ws", { onMessage: onAllMessage, onState: setConnection });
 const fromHash = /^#job=(.+)$/.exec(location.hash);
 if (fromHash) select(decodeURIComponent(fromHash[1]));

@@ -1,4 +1,6 @@
 // A WebSocket that reconnects by itself with backoff, and reports its state.
+import { ticketQuery } from "./auth.js";
+
 export class Feed {
   constructor(path, { onMessage, onState, resumeQuery = () => "" }) {
     this.path = path;
@@ -12,15 +14,24 @@ export class Feed {
     this.connect();
   }
 
-  url() {
+  async url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}${this.path}${this.resumeQuery()}`;
+    const query = [this.resumeQuery(), await ticketQuery()].filter(Boolean).join("&");
+    return `${scheme}//${location.host}${this.path}${query ? `?${query}` : ""}`;
   }
 
-  connect() {
+  async connect() {
     if (this.closed) return;
     this.onState(this.socket ? "reconnecting" : "connecting");
-    const socket = new WebSocket(this.url());
+    let url;
+    try {
+      url = await this.url();
+    } catch {
+      this.retry();
+      return;
+    }
+    if (this.closed) return;
+    const socket = new WebSocket(url);
     this.socket = socket;
     socket.addEventListener("open", () => {
       this.delay = 500;
@@ -39,10 +50,14 @@ export class Feed {
     socket.addEventListener("close", () => {
       clearInterval(this.timer);
       if (this.closed || socket !== this.socket) return;
-      this.onState(this.delay > 4000 ? "offline" : "reconnecting");
-      setTimeout(() => this.connect(), this.delay);
-      this.delay = Math.min(this.delay * 2, 10000);
+      this.retry();
     });
+  }
+
+  retry() {
+    this.onState(this.delay > 4000 ? "offline" : "reconnecting");
+    setTimeout(() => this.connect(), this.delay);
+    this.delay = Math.min(this.delay * 2, 10000);
   }
 
   // A text ping now and then: lets a proxy see traffic and the page notice a dead connection sooner.
