@@ -576,5 +576,134 @@ OPENAPI: dict[str, Any] = {
             }
         },
     },
-    "components": {"schemas": SCHEMAS},
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "Claims: sub, role (client, viewer, admin), exp, optional jobs (job-id patterns). "
+                "Needed when the service has authentication on (AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY_FILE).",
+            }
+        },
+    },
 }
+
+OPENAPI["paths"].update(
+    {
+        "/api/whoami": {
+            "get": {
+                "summary": "Whether the service wants a token, and who a given token says the caller is",
+                "responses": {"200": _json(_ref("WhoAmI"), "Always; `authenticated` says whether the token is good.")},
+            }
+        },
+        "/api/ws-ticket": {
+            "post": {
+                "summary": "A single-use ticket to open a WebSocket as the caller (`?ticket=`), for browsers",
+                "responses": {
+                    "201": _json(_ref("Ticket"), "Valid for `expiresIn` seconds, once."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/api/audit": {
+            "get": {
+                "summary": "The audit trail of state-changing requests, newest first (admins)",
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}},
+                    {"name": "before", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json(_ref("AuditPage"), "Entries; pass `nextCursor` as `before` for older ones."),
+                    "400": _ERROR,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+    }
+)
+SCHEMAS.update(
+    {
+        "WhoAmI": {
+            "type": "object",
+            "required": ["authRequired", "authenticated"],
+            "properties": {
+                "authRequired": {"type": "boolean"},
+                "authenticated": {"type": "boolean"},
+                "sub": {"type": "string"},
+                "role": {"type": "string"},
+                "jobs": {"type": "array", "items": {"type": "string"}, "nullable": True},
+                "reason": {"type": "string"},
+            },
+        },
+        "Ticket": {
+            "type": "object",
+            "required": ["ticket", "expiresIn"],
+            "properties": {"ticket": {"type": "string"}, "expiresIn": {"type": "number"}},
+        },
+        "AuditPage": {
+            "type": "object",
+            "required": ["entries", "nextCursor"],
+            "properties": {
+                "entries": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "at", "who", "action"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "at": {"type": "string"},
+                            "who": {"type": "string"},
+                            "role": {"type": "string"},
+                            "ip": {"type": "string"},
+                            "action": {"type": "string"},
+                            "job": {"type": "string"},
+                            "client": {"type": "string"},
+                            "status": {"type": "string"},
+                            "outcome": {"type": "string"},
+                        },
+                    },
+                },
+                "nextCursor": {"type": "string", "nullable": True},
+            },
+        },
+    }
+)
+
+
+def _secure(document: dict[str, Any]) -> None:
+    """Mark each operation with what security.policy requires of it, and the refusals that come with it."""
+    from orchestrator.security.policy import ACCESS
+
+    for (method, path), roles in ACCESS.items():
+        operation = document["paths"][path][method.lower()]
+        responses = operation["responses"]
+        if roles is None:
+            operation["security"] = []
+        else:
+            operation["security"] = [{"bearerAuth": []}]
+            operation["description"] = (
+                operation.get("description", "") + f" Roles: {', '.join(sorted(roles))}."
+            ).strip()
+            responses.setdefault("401", _json(_ref("Error"), "No token, or one that is forged, expired or malformed."))
+            responses.setdefault(
+                "403", _json(_ref("Error"), "The token's role, subject or job patterns do not allow this.")
+            )
+        if method == "POST":
+            responses.setdefault("429", _json(_ref("Error"), "Too many writes: retry after Retry-After.", _RETRY_AFTER))
+    for path in ("/ws", "/ws/jobs/{jobId}"):
+        parameters = document["paths"][path]["get"]["parameters"]
+        parameters.append(
+            {
+                "name": "ticket",
+                "in": "query",
+                "required": False,
+                "description": "A ticket from POST /api/ws-ticket (browsers cannot send an Authorization header).",
+                "schema": {"type": "string"},
+            }
+        )
+        document["paths"][path]["get"]["responses"]["429"] = _json(_ref("Error"), "Too many sockets for this token.")
+
+
+_secure(OPENAPI)

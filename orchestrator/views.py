@@ -16,7 +16,7 @@ from orchestrator.models import Actor, UpdateOutcome
 from orchestrator.openapi import OPENAPI
 from orchestrator.securesum.requests import binary_update, parse_vector, refusal, with_vector_layout
 from orchestrator.security.guard import client_ip, rate_limited
-from orchestrator.security.policy import AUDIT_JOB, AUDIT_OUTCOME, AUDITED, principal, require_self
+from orchestrator.security.policy import AUDIT_JOB, AUDIT_OUTCOME, AUDITED, principal, require_job, require_self
 from orchestrator.serializers import job_detail, job_summary, status_body
 from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
@@ -104,8 +104,10 @@ async def update(request: web.Request) -> web.Response:
             code="backend_unavailable",
             field="aggregation",
         )
+    request[AUDIT_JOB] = req.job_id
     require_self(request, req.client_id)
     who = principal(request)
+    require_job(who, req.job_id)
     actor = Actor(
         who.sub if who.authenticated else "anonymous",
         who.role if who.authenticated else "",
@@ -114,7 +116,6 @@ async def update(request: web.Request) -> web.Response:
     )
     result = await request.app[STORE].record_update(req, actor)
     request[AUDITED] = True
-    request[AUDIT_JOB] = req.job_id
     request[AUDIT_OUTCOME] = result.outcome.value
     request.app[METRICS].count_update(result.outcome.value)
     where = f"job {req.job_id}, client {req.client_id}"
