@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError
 from aiohttp import web
 
 from orchestrator import SERVICE_NAME, __version__
@@ -73,7 +74,14 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             await app[STORE].ping()
             logger.info("Redis reachable at %s", settings.redis_label)
         except StoreUnavailable as e:
-            logger.warning("Redis not reachable yet (%s); requests get 503 and /readyz fails until it is", e)
+            if isinstance(e.__cause__, AuthenticationError):
+                logger.error(
+                    "Redis refused this service's credentials (%s): set REDIS_PASSWORD (or REDIS_PASSWORD_FILE) "
+                    "and REDIS_USERNAME for an ACL user, or put them in REDIS_URL; requests get 503 until then",
+                    e.__cause__,
+                )
+            else:
+                logger.warning("Redis not reachable yet (%s); requests get 503 and /readyz fails until it is", e)
         yield
         if redis is None:
             await client.aclose()

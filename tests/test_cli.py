@@ -79,3 +79,76 @@ async def test_serve_on_embedded_default_logs_in_the_original_format(tmp_path: P
     assert "WARNING [http] [computations-orchestrator] POST /api/update -> 400 invalid_json: Malformed JSON" in log
     assert "Redis reachable at embedded fakeredis" in log
     assert service.stderr().count("Job test_123 created") == 1
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+async def logged(service: ServiceProcess, text: str) -> None:
+    """Wait for ``text`` in the service's log (lines are written in batches)."""
+    for _ in range(100):
+        if text in service.stderr():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{text!r} not logged: {service.stderr()[-500:]}")
+
+
+def test_refuses_a_public_address_without_authentication(tmp_path: Path) -> None:
+    result = run_cli("serve", "--host", "0.0.0.0", env={"LOG_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without authentication" in result.stderr
+    assert "--insecure-no-auth" in result.stderr
+
+
+async def test_insecure_no_auth_starts_and_warns(tmp_path: Path) -> None:
+    service = ServiceProcess({"HOST": "0.0.0.0", "INSECURE_NO_AUTH": "true"}, tmp_path)
+    try:
+        await service.ready()
+        await logged(service, "AUTHENTICATION IS OFF and the service listens on 0.0.0.0")
+    finally:
+        service.stop()
+
+
+async def test_loopback_without_authentication_says_so(tmp_path: Path) -> None:
+    service = ServiceProcess({}, tmp_path)
+    try:
+        await service.ready()
+        await logged(service, "Authentication is off: listening on 127.0.0.1 (loopback) only")
+    finally:
+        service.stop()
+
+
+def test_token_command_issues_tokens_the_service_accepts(tmp_path: Path) -> None:
+    import jwt
+
+    secret = "a-secret-of-at-least-thirty-two-bytes!"
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(secret + "\n")
+    result = run_cli(
+        "token",
+        "--role",
+        "client",
+        "--sub",
+        "client_A",
+        "--ttl",
+        "2h",
+        "--jobs",
+        "study-*,trial-1",
+        env={"AUTH_JWT_SECRET_FILE": str(secret_file)},
+    )
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), secret, algorithms=["HS256"])
+    assert (claims["sub"], claims["role"], claims["jobs"]) == ("client_A", "client", ["study-*", "trial-1"])
+    assert 7190 <= claims["exp"] - claims["iat"] <= 7200
+    refused = run_cli("token", "--role", "client", "--sub", "x", env={})
+    assert refused.returncode == 2 and "AUTH_JWT_SECRET" in refused.stderr
+    short = run_cli("token", "--role", "client", "--sub", "x", env={"AUTH_JWT_SECRET": "short"})
+    assert short.returncode == 2 and "at least 32 bytes" in short.stderr
