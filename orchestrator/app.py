@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError
 from aiohttp import web
+from redis.exceptions import AuthenticationError
 
 from orchestrator import SERVICE_NAME, __version__
 from orchestrator.aggregation.backends import Backend, NoneBackend

@@ -692,6 +692,11 @@ def _secure(document: dict[str, Any]) -> None:
             )
         if method == "POST":
             responses.setdefault("429", _json(_ref("Error"), "Too many writes: retry after Retry-After.", _RETRY_AFTER))
+        if "{jobId}" in path:
+            # A jobId the router cannot take (one with braces, say) is a plain 404.
+            responses.setdefault("404", _json(_ref("Error"), "No such route or job."))
+    status_404 = document["paths"]["/api/job-status/{jobId}"]["get"]["responses"]["404"]
+    status_404["content"]["application/json"]["schema"] = {"oneOf": [_ref("LegacyNotFound"), _ref("Error")]}
     for path in ("/ws", "/ws/jobs/{jobId}"):
         parameters = document["paths"][path]["get"]["parameters"]
         parameters.append(

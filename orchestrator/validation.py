@@ -205,6 +205,7 @@ def canonical_schema(schema: Any) -> str:
             raise ValidationError(
                 f"'{where}.fields' must be a list of strings", code="invalid_schema", field=f"{where}.fields"
             )
+        _check_declarations(feature, where)
         if fields is not None and length is not None and len(fields) != length:
             raise ValidationError(
                 f"'{where}.fields' has {len(fields)} names but 'length' is {length}",
@@ -227,6 +228,31 @@ def canonical_schema(schema: Any) -> str:
                 field="schema",
             )
     return encodable(json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False), "schema")
+
+
+def _check_declarations(feature: dict[str, Any], where: str) -> None:
+    """`categories`, `bounds` and `scale`, when a feature declares them, are what they say."""
+    categories = feature.get("categories")
+    if categories is not None and not (
+        isinstance(categories, list) and len(categories) <= MAX_VECTOR and all(isinstance(c, str) for c in categories)
+    ):
+        raise ValidationError(
+            f"'{where}.categories' must be a list of strings", code="invalid_schema", field=f"{where}.categories"
+        )
+    bounds = feature.get("bounds")
+    if bounds is not None and not (
+        isinstance(bounds, list)
+        and len(bounds) == 2
+        and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+    ):
+        raise ValidationError(
+            f"'{where}.bounds' must be [min, max], two numbers", code="invalid_schema", field=f"{where}.bounds"
+        )
+    scale = feature.get("scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= 12):
+        raise ValidationError(
+            f"'{where}.scale' must be an integer 0-12 (decimal places)", code="invalid_schema", field=f"{where}.scale"
+        )
 
 
 def _feature_name(feature: dict[str, Any], where: str) -> str:
