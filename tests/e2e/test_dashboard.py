@@ -220,3 +220,53 @@ async def test_secure_sum_job_followed_live(
     await expect(detail.get_by_role("img", name="bloodType: count per category")).to_be_visible()
     await expect(detail.locator("#detail-schema")).to_contain_text("[0, 120], 1 decimals")
     assert errors == []
+
+
+async def test_dashboard_asks_for_a_token_and_runs_under_its_csp(
+    browser: Browser, aiohttp_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    from orchestrator.security.tokens import issue_token
+
+    secret = "dashboard-secret-for-tests-0123456789ab"
+    settings = Settings(
+        log_dir=str(tmp_path),
+        results_save_path=str(tmp_path / "results"),
+        aggregation_workers=0,
+        auth_jwt_secret=secret,
+    )
+    client = await aiohttp_client(create_app(settings, redis=embedded_redis(fakeredis.FakeServer(), Settings())))
+    await client.app[STORE].record_update(UpdateRequest("secret-job", "c1", 2, None))
+    base = str(client.make_url("")).rstrip("/")
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    await page.goto(f"{base}/dashboard")
+    # No token: a sign-in form, and no data at all (no job row, no socket opened).
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("main")).to_be_hidden()
+    assert await page.locator('tr[data-job-id="secret-job"]').count() == 0
+    await page.fill("#login-token", "forged.token.value")
+    await page.click("#login button")
+    await expect(page.locator("#login-error")).to_contain_text("Token refused")
+    await page.fill("#login-token", issue_token(secret, "c1", "client", 600))
+    await page.click("#login button")
+    await expect(page.locator("#login-error")).to_contain_text("client token cannot show the dashboard")
+    assert sockets == []
+    # A viewer token shows the jobs, over a socket opened with a single-use ticket (never the token).
+    viewer = issue_token(secret, "ana", "viewer", 600)
+    await page.fill("#login-token", viewer)
+    await page.click("#login button")
+    await expect(page.locator("#connection")).to_have_text("Live")
+    await expect(page.locator('tr[data-job-id="secret-job"]')).to_be_visible()
+    assert sockets and all("ticket=" in url and viewer not in url for url in sockets)
+    # The token is kept for this tab: a reload goes straight to the data.
+    await page.reload()
+    await expect(page.locator('tr[data-job-id="secret-job"]')).to_be_visible()
+    await expect(page.locator("#login")).to_be_hidden()
+    await page.get_by_role("button", name="secret-job").click()
+    await expect(page.locator("#detail-summary")).to_contain_text("1/2 clients")
+    # Nothing broke the Content-Security-Policy (a violation is reported as a console error).
+    assert errors == []
