@@ -60,6 +60,7 @@ def create_floor_app(settings: Settings) -> web.Application:
         schema = data.get("schema")
         schema_json = "" if schema is None else json.dumps(schema, sort_keys=True, separators=(",", ":"))
         ms = int(time.time() * 1000)
+        window = ms // 10_000
         raw = await state["update"](  # type: ignore[operator]
             keys=[
                 *keys.job_keys(job_id),
@@ -67,6 +68,9 @@ def create_floor_app(settings: Settings) -> web.Application:
                 keys.tombstone(job_id),
                 keys.public_keys(job_id),
                 keys.vectors(job_id),
+                keys.rate_counter("client", client_id, window),
+                keys.rate_counter("ip", request.remote or "-", window),
+                keys.audit,
             ],
             args=[
                 job_id,
@@ -84,6 +88,15 @@ def create_floor_app(settings: Settings) -> web.Application:
                 "",
                 "",
                 schema_digest(schema_json),
+                "",
+                "",
+                10_000,
+                1_000_000_000,
+                1_000_000_000,
+                100_000,
+                "anonymous",
+                "",
+                request.remote or "-",
             ],
         )
         outcome, _created, _triggered, status, done, total, version, _conflict = raw

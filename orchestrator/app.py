@@ -27,7 +27,7 @@ from orchestrator.routes import setup_routes
 from orchestrator.securesum.backend import VectorSumBackend
 from orchestrator.securesum.store import VectorStore
 from orchestrator.security.audit import AuditLog
-from orchestrator.security.guard import add_headers, guard
+from orchestrator.security.guard import guard
 from orchestrator.security.tokens import Authenticator
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable
@@ -44,7 +44,6 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     client_max_size = max(settings.max_body_bytes, settings.max_vector_body_bytes)
     app = web.Application(middlewares=[observe, guard], client_max_size=client_max_size)
     app[AUTHENTICATOR] = Authenticator(settings)
-    app.on_response_prepare.append(add_headers)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     setup_routes(app)

@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 
 from orchestrator.errors import ApiError
 from orchestrator.logconfig import log_access
+from orchestrator.security.guard import add_headers
 from orchestrator.store import StoreUnavailable
 from orchestrator.typedefs import METRICS, SETTINGS
 
@@ -63,6 +64,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         logger.exception("Unhandled error on %s %s", request.method, request.rel_url.raw_path)
         response = error_response(500, "internal_error", "Internal error; it has been logged.")
+    add_headers(request, response)
     elapsed = time.perf_counter() - started
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"

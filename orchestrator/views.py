@@ -96,7 +96,9 @@ async def update(request: web.Request) -> web.Response:
         rest = len(body) - (len(vector) if isinstance(vector, str) else 0)
         if rest > settings.max_body_bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=len(body))
-        req = replace(parse_update(data), vector=parse_vector(vector))
+        req = parse_update(data)
+        if vector is not None:
+            req = replace(req, vector=parse_vector(vector))
     req, creation_error = with_vector_layout(req, data, settings)
     if req.aggregation == "smpc" and not settings.smpc_coordinator_url:
         raise ValidationError(

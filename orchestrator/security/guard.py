@@ -105,7 +105,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         if write:
-            await audit(request, who, status)
+            entry = audit_entry(request, who, status)
+            log_entry(entry)
+            if not request.get(AUDITED, False):  # the update's script has written it already
+                await record(request, entry)
 
 
 async def identify(request: web.Request) -> Principal:
@@ -149,8 +152,8 @@ def rate_limited(wait_seconds: float) -> ApiError:
     )
 
 
-async def audit(request: web.Request, who: Principal, status: int) -> None:
-    entry = {
+def audit_entry(request: web.Request, who: Principal, status: int) -> dict[str, str]:
+    return {
         "at": iso_ms(now_ms()) or "",
         "who": who.sub if who.authenticated else ("anonymous" if status != 401 else "unknown"),
         "role": who.role if who.authenticated else "",
@@ -160,9 +163,9 @@ async def audit(request: web.Request, who: Principal, status: int) -> None:
         "status": str(status),
         "outcome": request.get(AUDIT_OUTCOME, ""),
     }
-    log_entry(entry)
-    if request.get(AUDITED, False):
-        return
+
+
+async def record(request: web.Request, entry: dict[str, str]) -> None:
     try:
         await request.app[AUDIT].record(entry)
     except StoreUnavailable as e:
@@ -192,14 +195,18 @@ def cors_allowed(origin: str, settings: Settings) -> bool:
     return bool(origin) and ("*" in allowed or origin.rstrip("/") in allowed)
 
 
-async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Security headers on every response; CORS headers for allowed origins."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
+def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Security headers on every response; CORS headers for allowed origins. Called by the outermost
+    middleware, which sees every response (errors included) before it is sent."""
+    if response.prepared:  # a WebSocket, whose handshake is long gone
+        return
+    headers = response.headers
+    if "Content-Security-Policy" not in headers:
+        headers.extend(SECURITY_HEADERS)
     origin = request.headers.get("Origin")
     if origin and cors_allowed(origin, request.app[SETTINGS]):
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = "Origin"
 
 
 def new_ticket() -> str:
