@@ -90,3 +90,85 @@ async def test_redis_with_a_password(tmp_path: Path) -> None:
             bad.stop()
     finally:
         server.kill()
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key) PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+async def test_redis_over_tls_with_an_acl_user(tmp_path: Path) -> None:
+    from tests.support import free_port
+
+    ca, cert, key = make_tls_files(tmp_path / "tls")
+    tls_port = free_port()
+    server = RedisServerProcess(
+        tmp_path / "redis",
+        "--tls-port", str(tls_port),
+        "--tls-cert-file", str(cert),
+        "--tls-key-file", str(key),
+        "--tls-ca-cert-file", str(ca),
+        "--tls-auth-clients", "no",
+        "--user", "orchestrator", "on", ">acl-p4ss", "~*", "&*", "+@all",
+        "--user", "default", "off",
+    )  # fmt: skip
+    server.start()
+    try:
+        url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}"
+        env = {"REDIS_URL": url, "REDIS_USERNAME": "orchestrator", "REDIS_PASSWORD": "acl-p4ss", "ACCESS_LOG": "false"}
+        service = ServiceProcess(env, tmp_path / "svc")
+        untrusted = ServiceProcess({**env, "REDIS_URL": f"rediss://127.0.0.1:{tls_port}/0"}, tmp_path / "untrusted")
+        try:
+            await service.ready("/readyz")
+            async with aiohttp.ClientSession() as session:
+                body = {"jobId": "tls", "clientId": "a", "totalClients": 2}
+                async with session.post(f"{service.base}/api/update", json=body) as resp:
+                    assert resp.status == 200
+            # Without the CA the server's certificate is not trusted: no connection, a clear 503.
+            await wait_until(f"{untrusted.base}/readyz", status=503)
+        finally:
+            service.stop()
+            untrusted.stop()
+    finally:
+        server.kill()
