@@ -153,6 +153,7 @@ class Job:
             clients=clients,
             aggregation=raw.get("aggregation") or None,
             max_rows=_int_or_none(raw.get("maxRows")),
+            key_count=int(raw.get("keyCount") or 0),
         )
 
     @property

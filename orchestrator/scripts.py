@@ -301,7 +301,7 @@ if existing then
 else
   count = count + 1
 end
-redis.call('HSET', job, 'updatedAt', now)
+redis.call('HSET', job, 'updatedAt', now, 'keyCount', count)
 version = emit(job, events, job_id, at, history, channel, 'keys.registered',
   {clientId = client_id, keyCount = count, totalClients = total, replaced = (existing ~= false and existing ~= nil)})
 if count == total and outcome == 'registered' then

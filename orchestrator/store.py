@@ -334,13 +334,11 @@ class JobStore:
             pipe.hgetall(self.keys.job(job_id))
             pipe.hgetall(self.keys.client_times(job_id))
             pipe.hgetall(self.keys.deliveries(job_id))
-            pipe.hlen(self.keys.public_keys(job_id))
-            raw, times, deliveries, key_count = await pipe.execute()
+            raw, times, deliveries = await pipe.execute()
         if not raw:
             raise JobNotFound(job_id)
         job = Job.from_redis(raw, times)
         job.deliveries = {name: json.loads(record) for name, record in deliveries.items()}
-        job.key_count = int(key_count)
         return job
 
     async def delivery(self, job_id: str, destination: str) -> dict[str, Any] | None:
