@@ -224,6 +224,12 @@ def token_command(args: argparse.Namespace) -> int:
         print("orchestrator: set AUTH_JWT_SECRET or AUTH_JWT_SECRET_FILE to issue tokens", file=sys.stderr)
         return 2
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs else None
+    if args.role == "client" and not jobs:
+        print(
+            "orchestrator: a client token needs --jobs, the job patterns it may join ('*' for any job)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         print(issue_token(settings.auth_jwt_secret, args.sub, args.role, parse_ttl(args.ttl), jobs))
     except (ValueError, AuthError) as e:

@@ -53,6 +53,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     except web.HTTPException as e:
         if e.status < 400:
+            add_headers(request, e)  # a redirect is a page too
             raise
         code = _HTTP_CODES.get(e.status, "http_error")
         message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -26,7 +26,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 5000
     # None means the embedded in-process fakeredis server.
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
     redis_timeout: float = 2.0
     redis_max_connections: int = 64
     key_prefix: str = ""
@@ -77,7 +77,7 @@ class Settings:
     enable_api_sending: bool = True
     enable_filesystem_saving: bool = True
     results_formats: tuple[str, ...] = ("json", "txt")
-    results_api_token: str | None = None
+    results_api_token: str | None = field(default=None, repr=False)
     results_api_headers: tuple[tuple[str, str], ...] = ()
     delivery_timeout_seconds: float = 10.0
     delivery_attempts: int = 8
@@ -86,7 +86,7 @@ class Settings:
     delivery_workers: int = 4
     delivery_claim_idle_seconds: float = 60.0
     # Security (auth is on when a secret or a public key is configured).
-    auth_jwt_secret: str | None = None
+    auth_jwt_secret: str | None = field(default=None, repr=False)
     auth_jwt_public_key: str | None = None  # PEM, RSA (RS256) or EC P-256 (ES256)
     auth_jwt_issuer: str | None = None
     auth_jwt_audience: str | None = None
@@ -99,9 +99,11 @@ class Settings:
     rate_limit_client_writes: int = 600
     rate_limit_ip_writes: int = 6000
     cors_allowed_origins: tuple[str, ...] = ()
+    # Proxies whose X-Forwarded-For is believed (for the client IP of rate limits and the audit trail).
+    trusted_proxies: tuple[str, ...] = ()
     audit_max_entries: int = 100_000
     redis_username: str | None = None
-    redis_password: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -555,6 +557,7 @@ def _security_from_env(env: Mapping[str, str], default: Settings) -> dict[str, A
             lambda v: 100 <= v <= 10**8,
             "an integer 100-100000000",
         ),
+        "trusted_proxies": tuple(p.strip() for p in env.get("TRUSTED_PROXIES", "").split(",") if p.strip()),
         "redis_username": env.get("REDIS_USERNAME") or None,
         "redis_password": secret("REDIS_PASSWORD"),
     }

@@ -16,7 +16,16 @@ from orchestrator.models import Actor, UpdateOutcome
 from orchestrator.openapi import OPENAPI
 from orchestrator.securesum.requests import binary_update, parse_vector, refusal, with_vector_layout
 from orchestrator.security.guard import client_ip, rate_limited
-from orchestrator.security.policy import AUDIT_JOB, AUDIT_OUTCOME, AUDITED, principal, require_job, require_self
+from orchestrator.security.policy import (
+    AUDIT_JOB,
+    AUDIT_OUTCOME,
+    AUDITED,
+    principal,
+    require_job,
+    require_scoped_writer,
+    require_self,
+    require_unscoped,
+)
 from orchestrator.serializers import job_detail, job_summary, status_body
 from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
@@ -109,6 +118,7 @@ async def update(request: web.Request) -> web.Response:
     request[AUDIT_JOB] = req.job_id
     require_self(request, req.client_id)
     who = principal(request)
+    require_scoped_writer(who)
     require_job(who, req.job_id)
     actor = Actor(
         who.sub if who.authenticated else "anonymous",
@@ -199,6 +209,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     limit = parse_limit(query.get("limit"))
     cursor = parse_cursor(query.get("cursor"))
     jobs, next_cursor = await request.app[STORE].list_jobs(status=status, limit=limit, cursor=cursor)
+    who = principal(request)
+    if who.jobs is not None:  # a token limited to some jobs lists those only (a page may come out short)
+        jobs = [job for job in jobs if who.may_touch(job.job_id)]
     return web.json_response(
         {
             "jobs": [job_summary(job) for job in jobs],
@@ -295,6 +308,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    require_unscoped(principal(request), "the service's metrics")
     registry = request.app[METRICS]
     try:
         counts = await request.app[STORE].count_by_status()

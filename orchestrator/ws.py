@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import socket
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -128,7 +129,8 @@ async def job_socket(request: web.Request) -> web.WebSocketResponse:
 async def all_socket(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
     who = principal(request)
-    feed = AllFeed(request.app[STORE], request.app[HUB], settings.ws_snapshot_jobs, who.may_touch if who.jobs else None)
+    allow = who.may_touch if who.jobs is not None else None
+    feed = AllFeed(request.app[STORE], request.app[HUB], settings.ws_snapshot_jobs, allow)
     return await _serve(request, feed, None)
 
 
@@ -171,6 +173,13 @@ async def _serve(request: web.Request, feed: JobFeed | AllFeed, job_id: str | No
         registry.spawn(_close(ws, SLOW_CONSUMER, b"slow consumer: reconnect with ?since=", transport))
 
     outbox = Outbox(ws, transport, settings.ws_send_buffer_bytes)
+    expiry = None
+    if who.authenticated and who.expires_at is not None:
+        # The token's validity ends the socket too: the client reconnects with a fresh one.
+        expiry = asyncio.get_running_loop().call_later(
+            max(who.expires_at - time.time(), 0),
+            lambda: registry.spawn(_close(ws, WSCloseCode.POLICY_VIOLATION, b"token expired", transport)),
+        )
     with request.app[HUB].subscribe(job_id, drop_slow_consumer) as sub:
         writer = asyncio.create_task(_write(outbox, feed, sub, drop_slow_consumer))
         try:
@@ -180,6 +189,8 @@ async def _serve(request: web.Request, feed: JobFeed | AllFeed, job_id: str | No
                     with contextlib.suppress(SlowConsumer, ConnectionError):
                         await outbox.text('{"type":"pong"}')
         finally:
+            if expiry is not None:
+                expiry.cancel()
             registry.sockets.discard(ws)
             if subject is not None:
                 registry.per_subject[subject] -= 1

@@ -29,6 +29,8 @@ SCHEMA = [{"name": "age", "dataType": "NUMERIC", "bounds": [0, 120]}]
 
 
 def token(role: str, sub: str = "someone", jobs: list[str] | None = None, ttl: float = 600) -> str:
+    if role == "client" and jobs is None:
+        jobs = ["*"]  # client tokens must name the jobs they may join
     return issue_token(SECRET, sub, role, ttl, jobs)
 
 
@@ -84,6 +86,11 @@ MATRIX: list[tuple[str, str, Any, dict[str | None, int]]] = [
     ("POST", "/api/smpc/callback/j1?token=x", {"status": "COMPLETED"}, {None: 409}),
     ("GET", "/ws", None, {None: 401, "client": 403}),
     ("GET", "/ws/jobs/other", None, {None: 401, "client": 403}),
+    # HEAD is GET's twin in aiohttp: it takes GET's roles.
+    ("HEAD", "/api/jobs/j1", None, {None: 401, "client": 200, "viewer": 200}),
+    ("HEAD", "/api/jobs", None, {None: 401, "client": 403, "viewer": 200}),
+    ("HEAD", "/api/audit", None, {None: 401, "viewer": 403, "admin": 200}),
+    ("HEAD", "/metrics", None, {None: 401, "client": 403, "viewer": 200}),
 ]
 
 
@@ -95,7 +102,7 @@ async def test_each_role_on_each_endpoint(
         headers = bearer(token(role, "c1") if role == "client" else token(role) if role else None)
         resp = await secured.request(method, url, json=body, headers=headers)
         assert resp.status == status, f"{role}: {resp.status} {await resp.text()}"
-        if status in (401, 403):
+        if status in (401, 403) and method != "HEAD":
             error = (await resp.json())["error"]
             assert error["code"] and error["message"]
         if status == 401:
@@ -237,10 +244,10 @@ async def test_audit_trail_records_every_write(secured: Client) -> None:
     await secured.post("/api/update", json=update_body("c1"), headers=bearer(token("client", "c1")))  # duplicate
     await secured.post("/api/jobs/other/cancel", headers=admin)
     await secured.post("/api/jobs/other/cancel", headers=bearer("forged"))
-    page = await (await secured.get("/api/audit?limit=4", headers=admin)).json()
+    # The forged attempt is logged, not stored (see test_refused_writes_are_limited_...).
+    page = await (await secured.get("/api/audit?limit=3", headers=admin)).json()
     entries = page["entries"]
     assert [(e["who"], e.get("role"), e["action"], e.get("status", ""), e.get("outcome", "")) for e in entries] == [
-        ("unknown", "", "POST /api/jobs/other/cancel", "401", ""),
         ("root", "admin", "POST /api/jobs/other/cancel", "200", ""),
         ("c1", "client", "POST /api/update", "", "duplicate"),
         ("c1", "client", "POST /api/update", "403", ""),
@@ -306,3 +313,73 @@ async def test_sockets_per_token_are_limited(make_client: Callable[..., Any]) ->
             raise AssertionError("the closed socket was not counted down")
         for ws in (second, other, third):
             await ws.close()
+
+
+async def test_client_tokens_must_name_their_jobs(secured: Client) -> None:
+    unscoped = bearer(issue_token(SECRET, "c1", "client", 600))
+    resp = await secured.post("/api/update", json=update_body("c1", "j1"), headers=unscoped)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (403, "token_not_scoped")
+    resp = await secured.post("/api/jobs/ss/keys", json=key_body("c1"), headers=unscoped)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (403, "token_not_scoped")
+    # An intruder whose token names other jobs cannot join (or complete) this one.
+    intruder = bearer(token("client", "intruder", jobs=["intruder-*"]))
+    resp = await secured.post("/api/update", json=update_body("intruder", "j1"), headers=intruder)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (403, "job_not_allowed")
+
+
+async def test_scoped_tokens_see_only_their_jobs_everywhere(secured: Client) -> None:
+    scoped = bearer(token("viewer", "v", jobs=["j*"]))
+    listed = await (await secured.get("/api/jobs", headers=scoped)).json()
+    assert [job["jobId"] for job in listed["jobs"]] == ["j1"]
+    assert (await secured.get("/metrics", headers=scoped)).status == 403
+    nothing = bearer(token("viewer", "v", jobs=[]))
+    assert (await (await secured.get("/api/jobs", headers=nothing)).json())["jobs"] == []
+    base = str(secured.make_url("")).rstrip("/").replace("http://", "ws://")
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{base}/ws", headers=nothing) as ws:
+        assert (await ws.receive_json())["jobs"] == []
+    admin_scoped = bearer(token("admin", "a", jobs=["other"]))
+    await secured.post("/api/jobs/other/cancel", headers=admin_scoped)
+    entries = (await (await secured.get("/api/audit", headers=admin_scoped)).json())["entries"]
+    # The fixture wrote to j1, ss and other: this admin sees the entries of "other" only.
+    assert [(e["job"], e["action"]) for e in entries] == [
+        ("other", "POST /api/jobs/other/cancel"),
+        ("other", "POST /api/update"),
+    ]
+
+
+@pytest.mark.parametrize("before", ["99999999999999999999999-0", "0-0", "1-", "-1", "x", "1-2-3"])
+async def test_bad_audit_cursors_are_400(secured: Client, before: str) -> None:
+    resp = await secured.get(f"/api/audit?before={before}", headers=bearer(token("admin")))
+    assert resp.status == 400
+
+
+async def test_refused_writes_are_limited_and_cannot_flush_the_audit_trail(make_client: Callable[..., Any]) -> None:
+    client: Client = await make_client(auth_jwt_secret=SECRET, audit_max_entries=100, rate_limit_ip_writes=30)
+    admin = bearer(token("admin", "root"))
+    assert (await client.post("/api/jobs/x/cancel", headers=admin)).status == 404
+    statuses = [(await client.post("/api/jobs/x/cancel", headers=bearer("forged"))).status for _ in range(150)]
+    assert statuses[:30] == [401] * 30 and set(statuses[30:]) == {429}
+    # The admin's entry is still there: unidentified refusals are logged, not stored.
+    entries = (await (await client.get("/api/audit", headers=admin)).json())["entries"]
+    assert [(e["who"], e["status"]) for e in entries] == [("root", "404")]
+    # ...and they spent a bucket of their own: an identified client from the same address may still write.
+    resp = await client.post("/api/update", json=update_body("c9", "fresh"), headers=bearer(token("client", "c9")))
+    assert resp.status == 200
+
+
+async def test_log_lines_cannot_be_forged(secured: Client, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="orchestrator.audit")
+    await secured.post("/api/jobs/x%0Awho=root%20role=admin%20status=200/cancel")
+    lines = [r.getMessage() for r in caplog.records if r.name == "orchestrator.audit"]
+    assert lines and all("\n" not in line and "\r" not in line for line in lines)
+    assert "%0A" in lines[-1] or "\\x0a" in lines[-1]
+
+
+async def test_a_socket_closes_when_its_token_expires(secured: Client) -> None:
+    base = str(secured.make_url("")).rstrip("/").replace("http://", "ws://")
+    brief = jwt.encode({"sub": "v", "role": "viewer", "exp": int(time.time()) + 2}, SECRET, algorithm="HS256")
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{base}/ws", headers=bearer(brief)) as ws:
+        assert (await ws.receive_json())["type"] == "snapshot"
+        message = await asyncio.wait_for(ws.receive(), 5)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        assert ws.close_code == 1008

@@ -34,7 +34,7 @@ async def test_rate_limits_are_shared_across_instances_and_recover(
     instances = [ServiceProcess(env, tmp_path / f"i{n}") for n in range(2)]
     try:
         await asyncio.gather(*(i.ready("/readyz") for i in instances))
-        client = {"Authorization": f"Bearer {issue_token(SECRET, 'c1', 'client', 600)}"}
+        client = {"Authorization": f"Bearer {issue_token(SECRET, 'c1', 'client', 600, ['*'])}"}
         async with aiohttp.ClientSession() as session:
 
             async def send(n: int, headers: dict[str, str], client_id: str = "c1") -> tuple[int, str | None]:
@@ -49,7 +49,7 @@ async def test_rate_limits_are_shared_across_instances_and_recover(
             assert statuses.count(200) == 20 and statuses.count(429) == 20, statuses
             assert all(1 <= int(after or 0) <= 3 for status, after in burst if status == 429)
             # Another client from the same IP is still within the IP's limit...
-            other = {"Authorization": f"Bearer {issue_token(SECRET, 'c2', 'client', 600)}"}
+            other = {"Authorization": f"Bearer {issue_token(SECRET, 'c2', 'client', 600, ['*'])}"}
             more = await asyncio.gather(*(send(100 + n, other, "c2") for n in range(20)))
             # ...until the IP's 30 writes of this window are spent (c1's 20 accepted ones count; the ones its
             # own limit refused do not).

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from orchestrator.errors import ApiError, Conflict, JobNotFound
 from orchestrator.securesum.requests import parse_key_request
-from orchestrator.security.policy import AUDIT_OUTCOME, require_self
+from orchestrator.security.policy import AUDIT_OUTCOME, principal, require_scoped_writer, require_self
 from orchestrator.store import now_ms
 from orchestrator.typedefs import SETTINGS, VECTORS
 from orchestrator.validation import parse_json_object, validate_id
@@ -27,6 +27,7 @@ async def register_key(request: web.Request) -> web.Response:
     body = parse_json_object(await read_body(request, settings.max_vector_body_bytes))
     req, creation_error = parse_key_request(job_id, body, settings, now_ms())
     require_self(request, req.client_id)
+    require_scoped_writer(principal(request))
     result = await request.app[VECTORS].register_key(req)
     request[AUDIT_OUTCOME] = result.outcome
     if result.outcome == "refused" and creation_error is not None and result.detail == creation_error.code:

@@ -16,6 +16,7 @@ from orchestrator.models import iso_ms
 from orchestrator.security.audit import log_entry
 from orchestrator.security.policy import (
     ACCESS,
+    ADMINS,
     AUDIT_JOB,
     AUDIT_OUTCOME,
     AUDITED,
@@ -25,7 +26,7 @@ from orchestrator.security.policy import (
     Unauthorized,
     require_job,
 )
-from orchestrator.security.tokens import ANONYMOUS, AuthError, Principal, principal_from
+from orchestrator.security.tokens import ANONYMOUS, NOBODY, AuthError, Principal, principal_from
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable, now_ms
 from orchestrator.typedefs import AUDIT, AUTHENTICATOR, SETTINGS, STORE
@@ -51,14 +52,26 @@ SECURITY_HEADERS = {
 
 
 def route_key(request: web.Request) -> tuple[str, str] | None:
+    """(method, route) of a matched route, HEAD read as GET (aiohttp serves HEAD for every GET route);
+    None for static files and for requests no route matched (they get their 404 or 405)."""
     resource = request.match_info.route.resource
     if resource is None or resource.name == "static":
         return None
-    return request.method, resource.canonical
+    return ("GET" if request.method == "HEAD" else request.method), resource.canonical
 
 
 def client_ip(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The peer's address; behind a proxy listed in TRUSTED_PROXIES, the address it says it forwarded
+    (the last one in X-Forwarded-For that is not itself a trusted proxy)."""
+    peer = request.remote or "unknown"
+    trusted = request.app[SETTINGS].trusted_proxies
+    if not trusted or peer not in trusted:
+        return peer
+    forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+    for address in reversed(forwarded):
+        if address not in trusted:
+            return address[:64]
+    return peer
 
 
 @web.middleware
@@ -66,13 +79,16 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings: Settings = request.app[SETTINGS]
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         return preflight(request, settings)
+    enabled = request.app[AUTHENTICATOR].enabled
     key = route_key(request)
-    rule = ACCESS.get(key) if key is not None else None
-    who = ANONYMOUS
+    # A route the table does not name is for admins only (deny by default).
+    rule = ACCESS.get(key, ADMINS) if key is not None else None
+    who = ANONYMOUS if not enabled else NOBODY
     write = request.method in _WRITE_METHODS and key is not None
     status = 500
+    rate_checked = False
     try:
-        if rule is not None and request.app[AUTHENTICATOR].enabled:
+        if rule is not None and enabled:
             who = await identify(request)
             if who.role not in rule:
                 raise Forbidden(
@@ -90,12 +106,17 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                         )
         request[PRINCIPAL] = who
         if write and key != _UPDATE:
+            rate_checked = True
             await check_rate(request, settings, who)
         response = await handler(request)
         status = response.status
         return response
     except ApiError as e:
         status = e.status
+        if write and not rate_checked and not request.get(AUDITED, False) and status != 429:
+            # Refused before any limit was checked (no token, a forged one, a bad body): such requests
+            # count against the caller's limits too, so a flood of them is cut off.
+            await check_rate(request, settings, who)
         raise
     except web.HTTPException as e:
         status = e.status
@@ -107,7 +128,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if write:
             entry = audit_entry(request, who, status)
             log_entry(entry)
-            if not request.get(AUDITED, False):  # the update's script has written it already
+            # Stored: what an identified caller asked for. Refusals of unidentified callers are only
+            # logged, so that nobody can push the real entries out of the bounded stream.
+            if not request.get(AUDITED, False) and (who.authenticated or not enabled):
                 await record(request, entry)
 
 
@@ -136,7 +159,11 @@ async def check_rate(request: web.Request, settings: Settings, who: Principal) -
         return
     client = who.sub if who.authenticated else None
     limits = (settings.rate_limit_client_writes, settings.rate_limit_ip_writes)
-    wait = await request.app[AUDIT].rate_limited(client, client_ip(request), settings.rate_limit_window_seconds, limits)
+    # Unidentified writes (refused ones, the coordinator's callback) count in a bucket of their own, so
+    # they cannot spend the writes of identified clients behind the same address.
+    bucket = "ip" if who.authenticated or not request.app[AUTHENTICATOR].enabled else "anon"
+    audit = request.app[AUDIT]
+    wait = await audit.rate_limited(client, client_ip(request), settings.rate_limit_window_seconds, limits, bucket)
     if wait > 0:
         raise rate_limited(wait)
 
@@ -158,7 +185,7 @@ def audit_entry(request: web.Request, who: Principal, status: int) -> dict[str, 
         "who": who.sub if who.authenticated else ("anonymous" if status != 401 else "unknown"),
         "role": who.role if who.authenticated else "",
         "ip": client_ip(request),
-        "action": f"{request.method} {request.path}",
+        "action": f"{request.method} {request.raw_path.partition('?')[0][:300]}",
         "job": request.match_info.get("jobId", "") or request.get(AUDIT_JOB, ""),
         "status": str(status),
         "outcome": request.get(AUDIT_OUTCOME, ""),
@@ -214,7 +241,7 @@ def new_ticket() -> str:
 
 
 def ticket_payload(who: Principal) -> str:
-    data: dict[str, Any] = {"sub": who.sub, "role": who.role}
+    data: dict[str, Any] = {"sub": who.sub, "role": who.role, "exp": who.expires_at}
     if who.jobs is not None:
         data["jobs"] = list(who.jobs)
     return json.dumps(data)

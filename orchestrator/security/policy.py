@@ -90,6 +90,23 @@ def require_self(request: web.Request, client_id: str) -> None:
         )
 
 
+def require_scoped_writer(who: Principal) -> None:
+    """A client token writes (reports, registers keys) only to the jobs its `jobs` claim names: without
+    it any data holder could join, fill or complete any job."""
+    if who.role == "client" and who.authenticated and who.jobs is None:
+        raise Forbidden(
+            "A client token must name the jobs it may join (the `jobs` claim, e.g. orchestrator token "
+            "--role client --jobs 'study-*')",
+            code="token_not_scoped",
+        )
+
+
+def require_unscoped(who: Principal, what: str) -> None:
+    """Service-wide data (metrics) is not for a token limited to some jobs."""
+    if who.jobs is not None and who.authenticated:
+        raise Forbidden(f"A token limited to some jobs cannot read {what}", code="job_not_allowed")
+
+
 def require_job(who: Principal, job_id: str) -> None:
     if not who.may_touch(job_id):
         raise Forbidden(f"This token does not cover job {job_id}", code="job_not_allowed", jobId=job_id)

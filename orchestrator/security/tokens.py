@@ -33,6 +33,7 @@ class Principal:
     role: str
     jobs: tuple[str, ...] | None = None  # None: every job
     authenticated: bool = True
+    expires_at: float | None = None  # the token's exp (epoch seconds)
 
     def may_touch(self, job_id: str) -> bool:
         return self.jobs is None or any(fnmatch.fnmatchcase(job_id, pattern) for pattern in self.jobs)
@@ -40,6 +41,8 @@ class Principal:
 
 # With authentication off, every request acts as this (and the service only listens on loopback).
 ANONYMOUS = Principal("anonymous", "admin", None, authenticated=False)
+# With authentication on, a request to a public route acts as this: no rights at all.
+NOBODY = Principal("anonymous", "", (), authenticated=False)
 
 
 class Authenticator:
@@ -98,7 +101,9 @@ def principal_from(claims: dict[str, Any]) -> Principal:
         isinstance(jobs, list) and len(jobs) <= MAX_JOB_PATTERNS and all(isinstance(j, str) and j for j in jobs)
     ):
         raise AuthError(f"the 'jobs' claim must be a list of at most {MAX_JOB_PATTERNS} job-id patterns")
-    return Principal(sub, str(role), None if jobs is None else tuple(jobs))
+    exp = claims.get("exp")
+    expires_at = float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+    return Principal(sub, str(role), None if jobs is None else tuple(jobs), expires_at=expires_at)
 
 
 def issue_token(

@@ -22,7 +22,9 @@ async def whoami(request: web.Request) -> web.Response:
         except Exception as e:
             body["reason"] = str(e)
         else:
-            body.update(authenticated=True, sub=who.sub, role=who.role, jobs=list(who.jobs) if who.jobs else None)
+            body.update(
+                authenticated=True, sub=who.sub, role=who.role, jobs=list(who.jobs) if who.jobs is not None else None
+            )
     return web.json_response(body)
 
 
@@ -39,10 +41,14 @@ async def audit_entries(request: web.Request) -> web.Response:
     before = request.query.get("before") or None
     if before is not None and not _stream_id(before):
         raise ValidationError("'before' is not an entry id this service returned", code="invalid_query", field="before")
-    entries, cursor = await request.app[AUDIT].entries(limit, before)
+    who = principal(request)
+    entries, cursor = await request.app[AUDIT].entries(limit, before, who.may_touch if who.jobs is not None else None)
     return web.json_response({"entries": entries, "nextCursor": cursor})
 
 
 def _stream_id(text: str) -> bool:
+    """A stream entry id Redis takes as an exclusive bound: two 64-bit parts, above 0-0."""
     ms, sep, seq = text.partition("-")
-    return bool(sep) and ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit() and len(text) <= 40
+    if not (sep and ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit() and len(text) <= 41):
+        return False
+    return int(ms) < 2**64 and int(seq) < 2**64 and (int(ms), int(seq)) != (0, 0)
