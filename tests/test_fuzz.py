@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from orchestrator.security.tokens import issue_token
 from tests.support import ServiceProcess
 
@@ -17,7 +19,8 @@ SECRET = "s3cret-for-the-fuzzer-0123456789abcdef"
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
 
 
-async def test_schemathesis_finds_no_500_and_no_undocumented_response(tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ["admin", "viewer", "client"])
+async def test_schemathesis_finds_no_500_and_no_undocumented_response(tmp_path: Path, role: str) -> None:
     env = {
         "AUTH_JWT_SECRET": SECRET,
         "ACCESS_LOG": "false",
@@ -27,6 +30,7 @@ async def test_schemathesis_finds_no_500_and_no_undocumented_response(tmp_path: 
     service = ServiceProcess(env, tmp_path)
     try:
         await service.ready()
+        token = issue_token(SECRET, "fuzzer", role, 3600, ["*"] if role == "client" else None)
         binary = shutil.which("schemathesis") or str(Path(sys.executable).with_name("schemathesis"))
         result = await asyncio.to_thread(
             subprocess.run,
@@ -35,7 +39,7 @@ async def test_schemathesis_finds_no_500_and_no_undocumented_response(tmp_path: 
                 "run",
                 f"{service.base}/api/openapi.json",
                 "--header",
-                f"Authorization: Bearer {issue_token(SECRET, 'fuzzer', 'admin', 3600)}",
+                f"Authorization: Bearer {token}",
                 "--max-examples",
                 os.environ.get("FUZZ_EXAMPLES", "25"),
                 "--seed",
