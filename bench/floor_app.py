@@ -49,7 +49,15 @@ def create_floor_app(settings: Settings) -> web.Application:
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         client = create_redis(settings)
         state["redis"] = client
-        state["update"] = client.register_script(scripts.UPDATE)
+        state["update"] = client.register_script(
+            scripts.update_script(
+                ttl_ms=ttl_ms,
+                history=settings.event_history,
+                channel=keys.events_channel,
+                window_ms=10_000,
+                audit_max=100_000,
+            )
+        )
         yield
         await client.aclose()
 
@@ -79,9 +87,6 @@ def create_floor_app(settings: Settings) -> web.Application:
                 schema_json,
                 ms,
                 iso_ms(ms) or "",
-                ttl_ms,
-                settings.event_history,
-                keys.events_channel,
                 ms + settings.collection_timeout_seconds * 1000,
                 "",
                 "",
@@ -90,10 +95,8 @@ def create_floor_app(settings: Settings) -> web.Application:
                 schema_digest(schema_json),
                 "",
                 "",
-                10_000,
                 1_000_000_000,
                 1_000_000_000,
-                100_000,
                 "anonymous",
                 "",
                 request.remote or "-",

@@ -56,27 +56,29 @@ local function schema_digest(job, stored, schema, digest)
 end
 """
 
-# Record one client's update.
+# Record one client's update. The store prepends CONFIG (update_script): the constants of a deployment
+# (key TTL ms, history size, events channel, rate-limit window ms, audit length bound), so that an update
+# (the hot path) sends only what varies.
 # KEYS[1] job hash   KEYS[2] updatedClients set   KEYS[3] clientTimes hash ('<ms>:<ordinal>')  KEYS[4] events list
 # KEYS[5] jobs:created      KEYS[6] jobs:updated         KEYS[7] status IN_PROGRESS KEYS[8] status AGGREGATING
 # KEYS[9] aggregation queue stream   KEYS[10] jobs:deadlines (collection deadlines of IN_PROGRESS jobs)
 # KEYS[11] the job's tombstone (the last version of an expired job of the same id: a new job carries on
 #          from it, so listeners that saw the old one see a gapless sequence)
 # ARGV[1] jobId  ARGV[2] clientId  ARGV[3] totalClients  ARGV[4] canonical schema JSON or ''
-# ARGV[5] now (epoch ms)  ARGV[6] now (ISO)  ARGV[7] key TTL ms  ARGV[8] history size  ARGV[9] events channel
-# ARGV[10] collection deadline (epoch ms)  ARGV[11] aggregation backend asked for ('' for the default)
+# ARGV[5] now (epoch ms)  ARGV[6] now (ISO)
+# ARGV[7] collection deadline (epoch ms)  ARGV[8] aggregation backend asked for ('' for the default)
 # (the deadline and backend of the update that creates the job count; later ones are ignored)
 # Summed-vector jobs (backends 'sum' and 'secure-sum': the job hash has a vectorLength):
 # KEYS[12] the job's public keys hash (clientId -> key)  KEYS[13] the job's vectors hash (clientId -> bytes)
-# ARGV[12] this client's vector (little-endian uint64 bytes; '' for none)
-# ARGV[13] vectorLength, ARGV[14] maxRows: the layout of a 'sum' job this update creates ('' otherwise)
-# ARGV[15] SHA-1 of ARGV[4] ('' when no schema came)
-# ARGV[16] '1' when the update declares maxRows (then it must equal the job's)
-# ARGV[17] why this update may not create a summed-vector job ('' when it may: overflow_risk, job_too_large)
-# Rate limits, checked first (fixed windows): KEYS[14] the client's counter  KEYS[15] the IP's counter
-# ARGV[18] window (ms)  ARGV[19] the client's limit  ARGV[20] the IP's limit (0: none)
-# Audit: KEYS[16] the audit stream  ARGV[21] its length bound  ARGV[22] who  ARGV[23] role  ARGV[24] IP;
-# every call appends one entry with its outcome.
+# ARGV[9] this client's vector (little-endian uint64 bytes; '' for none)
+# ARGV[10] vectorLength, ARGV[11] maxRows: the layout of a 'sum' job this update creates ('' otherwise)
+# ARGV[12] SHA-1 of ARGV[4] ('' when no schema came)
+# ARGV[13] '1' when the update declares maxRows (then it must equal the job's)
+# ARGV[14] why this update may not create a summed-vector job ('' when it may: overflow_risk, job_too_large)
+# Rate limits, checked first (fixed windows of CONFIG.window): KEYS[14] the client's counter
+# KEYS[15] the IP's counter  ARGV[15] the client's limit  ARGV[16] the IP's limit (0: none)
+# Audit: KEYS[16] the audit stream  ARGV[17] who  ARGV[18] role  ARGV[19] IP; every call appends one
+# entry with its outcome.
 # Returns {outcome, created, triggered, status, doneCount, totalClients, version, detail}
 #   outcome: 'recorded' | 'duplicate' (client already counted, nothing changed)
 #            | 'conflict' (totalClients or schema differ from the job's; detail names which)
@@ -92,15 +94,15 @@ UPDATE = (
     + """
 local job, clients, times, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id, client_id, total, schema = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-local vector = ARGV[12]
+local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], CONFIG.ttl, CONFIG.history, CONFIG.channel
+local vector = ARGV[9]
 
 local function rate_limited()
   for i = 0, 1 do
-    local limit = tonumber(ARGV[19 + i])
+    local limit = tonumber(ARGV[15 + i])
     if limit > 0 then
       local n = redis.call('INCR', KEYS[14 + i])
-      if n == 1 then redis.call('PEXPIRE', KEYS[14 + i], ARGV[18]) end
+      if n == 1 then redis.call('PEXPIRE', KEYS[14 + i], CONFIG.window) end
       if n > limit then return math.max(redis.call('PTTL', KEYS[14 + i]), 1) end
     end
   end
@@ -117,43 +119,43 @@ local function update()
   local current = redis.call('HMGET', job, 'totalClients', 'schemaDigest', 'status', 'doneCount', 'version',
     'createdAt', 'aggregation', 'vectorLength', 'maxRows')
   if not current[1] then
-    if ARGV[11] == 'secure-sum' then
+    if ARGV[8] == 'secure-sum' then
       return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'keys_incomplete'}
     end
-    if ARGV[11] == 'sum' and ARGV[13] == '' then
+    if ARGV[8] == 'sum' and ARGV[10] == '' then
       return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'schema_required'}
     end
-    if ARGV[13] == '' and vector ~= '' then
+    if ARGV[10] == '' and vector ~= '' then
       return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_not_expected'}
     end
-    local fields = {'aggregation', ARGV[11]}
-    if ARGV[13] ~= '' then
-      if ARGV[17] ~= '' then
-        return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, ARGV[17]}
+    local fields = {'aggregation', ARGV[8]}
+    if ARGV[10] ~= '' then
+      if ARGV[14] ~= '' then
+        return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, ARGV[14]}
       end
       if vector == '' then
         return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_required'}
       end
-      if string.len(vector) ~= 8 * tonumber(ARGV[13]) then
-        return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_length_mismatch:' .. ARGV[13]}
+      if string.len(vector) ~= 8 * tonumber(ARGV[10]) then
+        return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_length_mismatch:' .. ARGV[10]}
       end
-      fields = {'aggregation', ARGV[11], 'vectorLength', ARGV[13], 'maxRows', ARGV[14]}
+      fields = {'aggregation', ARGV[8], 'vectorLength', ARGV[10], 'maxRows', ARGV[11]}
     end
-    local base = create_job(job, events, KEYS[11], {KEYS[5], KEYS[7], KEYS[10]}, job_id, total, schema, ARGV[15],
-      now, at, history, channel, ARGV[10], fields)
+    local base = create_job(job, events, KEYS[11], {KEYS[5], KEYS[7], KEYS[10]}, job_id, total, schema, ARGV[12],
+      now, at, history, channel, ARGV[7], fields)
     created = 1
-    current = {tostring(total), ARGV[15], 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), ARGV[11], ARGV[13],
-      ARGV[14]}
+    current = {tostring(total), ARGV[12], 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), ARGV[8], ARGV[10],
+      ARGV[11]}
   else
     local stored_total = tonumber(current[1])
     if stored_total ~= total then
       return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'totalClients'}
     end
-    current[2] = schema_digest(job, current[2], schema, ARGV[15])
-    if schema ~= '' and current[2] ~= '' and current[2] ~= ARGV[15] then
+    current[2] = schema_digest(job, current[2], schema, ARGV[12])
+    if schema ~= '' and current[2] ~= '' and current[2] ~= ARGV[12] then
       return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'schema'}
     end
-    if ARGV[16] == '1' and (current[8] or '') ~= '' and current[9] ~= ARGV[14] then
+    if ARGV[13] == '1' and (current[8] or '') ~= '' and current[9] ~= ARGV[11] then
       return {'conflict', 0, 0, current[3], tonumber(current[4]), stored_total, tonumber(current[5]), 'maxRows'}
     end
   end
@@ -188,7 +190,7 @@ local function update()
   end
 
   if schema ~= '' and current[2] == '' then
-    redis.call('HSET', job, 'schema', schema, 'schemaDigest', ARGV[15])
+    redis.call('HSET', job, 'schema', schema, 'schemaDigest', ARGV[12])
   end
   redis.call('SADD', clients, client_id)
   local done = redis.call('SCARD', clients)
@@ -220,11 +222,22 @@ local function update()
 end
 
 local result = update()
-redis.call('XADD', KEYS[16], 'MAXLEN', '~', ARGV[21], '*', 'at', at, 'who', ARGV[22], 'role', ARGV[23],
-  'ip', ARGV[24], 'action', 'POST /api/update', 'job', job_id, 'client', client_id, 'outcome', result[1])
+redis.call('XADD', KEYS[16], 'MAXLEN', '~', CONFIG.audit_max, '*', 'at', at, 'who', ARGV[17], 'role', ARGV[18],
+  'ip', ARGV[19], 'action', 'POST /api/update', 'job', job_id, 'client', client_id, 'outcome', result[1])
 return result
 """
 )
+
+
+def update_script(*, ttl_ms: int, history: int, channel: str, window_ms: int, audit_max: int) -> str:
+    """UPDATE with a deployment's constants built in."""
+    quoted = '"' + "".join(f"\\{byte}" for byte in channel.encode()) + '"'  # Lua decimal escapes: any byte
+    config = (
+        f"local CONFIG = {{ttl = {int(ttl_ms)}, history = {int(history)}, channel = {quoted}, "
+        f"window = {int(window_ms)}, audit_max = {int(audit_max)}}}\n"
+    )
+    return config + UPDATE
+
 
 # Register a client's public key for a secure-sum job (the key round); the first key creates the job.
 # KEYS[1] job hash  KEYS[2] events list  KEYS[3] the job's public keys hash (clientId -> base64 key)

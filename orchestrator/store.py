@@ -70,7 +70,15 @@ class JobStore:
         # (window seconds, writes per client, writes per IP; 0: no limit)
         self.rate_limits = rate_limits
         self.audit_max_entries = audit_max_entries
-        self._update = redis.register_script(scripts.UPDATE)
+        self._update = redis.register_script(
+            scripts.update_script(
+                ttl_ms=self.job_ttl_ms + _KEY_TTL_GRACE_MS,
+                history=event_history,
+                channel=keys.events_channel,
+                window_ms=int(rate_limits[0] * 1000),
+                audit_max=audit_max_entries,
+            )
+        )
         self._expire = redis.register_script(scripts.EXPIRE)
         self._finish = redis.register_script(scripts.FINISH)
         self._cancel = redis.register_script(scripts.CANCEL)
@@ -111,7 +119,8 @@ class JobStore:
         and append the audit entry. One Redis round trip."""
         k = self.keys
         window, client_limit, ip_limit = self.rate_limits
-        index = int(time.time() // window)
+        ms = now_ms()
+        index = int(ms / 1000 // window)
         # Without an actor (the service's own calls, tests) nothing is limited.
         rate_client = (actor.client or req.client_id) if actor is not _NOBODY else None
         if rate_client is None:
@@ -138,8 +147,9 @@ class JobStore:
                     req.client_id,
                     req.total_clients,
                     req.schema_json or "",
-                    *self._change_args(),
-                    req.deadline_ms if req.deadline_ms is not None else now_ms() + self.collection_timeout_ms,
+                    ms,
+                    iso_ms(ms) or "",
+                    req.deadline_ms if req.deadline_ms is not None else ms + self.collection_timeout_ms,
                     req.aggregation or "",
                     req.vector or b"",
                     "" if req.vector_length is None else req.vector_length,
@@ -147,10 +157,8 @@ class JobStore:
                     schema_digest(req.schema_json),
                     "1" if req.max_rows_declared else "",
                     req.creation_refusal,
-                    int(window * 1000),
                     client_limit,
                     ip_limit if actor.ip else 0,
-                    self.audit_max_entries,
                     actor.who,
                     actor.role,
                     actor.ip,
