@@ -29,7 +29,7 @@ from orchestrator.security.policy import (
 from orchestrator.serializers import job_detail, job_summary, status_body
 from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
-from orchestrator.typedefs import METRICS, SETTINGS, STORE
+from orchestrator.typedefs import AUTHENTICATOR, METRICS, SETTINGS, STORE
 from orchestrator.validation import (
     ID_PATTERN,
     encodable,
@@ -303,7 +303,11 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[STORE].ping()
     except StoreUnavailable as e:
-        return web.json_response({"status": "unavailable", "redis": str(e)}, status=503, headers={"Retry-After": "1"})
+        # A public route: with authentication on, the reason (hosts, ports) stays in the log.
+        reason = "unavailable" if request.app[AUTHENTICATOR].enabled else str(e)
+        if request.app[AUTHENTICATOR].enabled:
+            logger.warning("Not ready: %s", e)
+        return web.json_response({"status": "unavailable", "redis": reason}, status=503, headers={"Retry-After": "1"})
     return web.json_response({"status": "ready", "redis": "ok"})
 
 

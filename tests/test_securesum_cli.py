@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import REPO, free_port
 
 SCHEMA = [
@@ -116,12 +118,17 @@ async def test_submit_refuses_what_could_overflow_or_does_not_fit(
     assert (await client.get("/api/jobs/cli-2")).status == 404
 
 
-async def test_demo_runs_end_to_end_on_the_embedded_service(tmp_path: Path) -> None:
+@pytest.mark.parametrize("secret", [None, "demo-secret-for-the-test-0123456789ab"])
+async def test_demo_runs_end_to_end_on_the_embedded_service(tmp_path: Path, secret: str | None) -> None:
+    """With AUTH_JWT_SECRET the holders use client tokens scoped to the job, as real ones would."""
     port = free_port()
     env = {"RESULTS_SAVE_PATH": str(tmp_path / "results"), "LOG_DIR": str(tmp_path / "logs")}
+    if secret:
+        env["AUTH_JWT_SECRET"] = secret
     code, out, err = await run(
         "demo", "--clients", "3", "--rows", "200", "--seed", "3", "--port", str(port), "--exit", env=env
     )
     assert code == 0, out + err
     assert "Every statistic matches the plaintext truth." in out
     assert f"http://127.0.0.1:{port}/dashboard" in out
+    assert ("this viewer token shows the job" in out) == bool(secret)
