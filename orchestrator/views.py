@@ -18,6 +18,7 @@ from orchestrator.securesum.requests import binary_update, parse_vector, refusal
 from orchestrator.security.guard import client_ip, rate_limited
 from orchestrator.security.policy import (
     AUDIT_JOB,
+    AUDIT_LOGGED,
     AUDIT_OUTCOME,
     AUDITED,
     principal,
@@ -165,11 +166,14 @@ async def update(request: web.Request) -> web.Response:
         message = f"Update for {where} recorded."
         # One line for both when the update created the job: logging is a good part of an update's cost.
         created = f"Job {req.job_id} created (totalClients={result.total_clients}); " if result.created else ""
+        # The same line is this update's audit line (who, role, IP): one log line per update.
         info_fast(
             logger,
             f"{created}Client {req.client_id} done for job {req.job_id} "
-            f"(doneCount={result.done_count}/{result.total_clients})",
+            f"(doneCount={result.done_count}/{result.total_clients}) "
+            f"[who={actor.who}{' role=' + actor.role if actor.role else ''} ip={actor.ip}]",
         )
+        request[AUDIT_LOGGED] = True
     if result.triggered:
         request.app[METRICS].triggers.inc()
         logger.info(

@@ -383,3 +383,17 @@ async def test_a_socket_closes_when_its_token_expires(secured: Client) -> None:
         message = await asyncio.wait_for(ws.receive(), 5)
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
         assert ws.close_code == 1008
+
+
+async def test_forwarded_for_is_believed_from_trusted_proxies_only(make_client: Callable[..., Any]) -> None:
+    client: Client = await make_client(auth_jwt_secret=SECRET, trusted_proxies=("127.0.0.1",))
+    admin = bearer(token("admin", "root"))
+    forwarded = {**admin, "X-Forwarded-For": "203.0.113.9, 10.0.0.1"}
+    await client.post("/api/jobs/x/cancel", headers=forwarded)
+    await client.post("/api/jobs/y/cancel", headers={**admin, "X-Forwarded-For": "not an address"})
+    entries = (await (await client.get("/api/audit", headers=admin)).json())["entries"]
+    assert [e["ip"] for e in entries] == ["invalid-forwarded-for", "10.0.0.1"]
+    untrusting: Client = await make_client(auth_jwt_secret=SECRET)
+    await untrusting.post("/api/jobs/x/cancel", headers=forwarded)
+    entries = (await (await untrusting.get("/api/audit", headers=admin)).json())["entries"]
+    assert entries[0]["ip"] == "127.0.0.1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -18,6 +19,7 @@ from orchestrator.security.policy import (
     ACCESS,
     ADMINS,
     AUDIT_JOB,
+    AUDIT_LOGGED,
     AUDIT_OUTCOME,
     AUDITED,
     PARTICIPANT_READS,
@@ -34,6 +36,7 @@ from orchestrator.typedefs import AUDIT, AUTHENTICATOR, SETTINGS, STORE
 logger = logging.getLogger("orchestrator.security")
 
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_ADDRESS = re.compile(r"[0-9A-Fa-f:.]+")
 _UPDATE = ("POST", "/api/update")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="computations-orchestrator"'}
 
@@ -70,7 +73,8 @@ def client_ip(request: web.Request) -> str:
     forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
     for address in reversed(forwarded):
         if address not in trusted:
-            return address[:64]
+            # An address, nothing else: it goes into counters' names and log lines.
+            return address[:64] if _ADDRESS.fullmatch(address[:64]) else "invalid-forwarded-for"
     return peer
 
 
@@ -126,12 +130,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         if write:
-            entry = audit_entry(request, who, status)
-            log_entry(entry)
-            # Stored: what an identified caller asked for. Refusals of unidentified callers are only
-            # logged, so that nobody can push the real entries out of the bounded stream.
-            if not request.get(AUDITED, False) and (who.authenticated or not enabled):
-                await record(request, entry)
+            stored = request.get(AUDITED, False)  # by the update's script
+            if not (stored and request.get(AUDIT_LOGGED, False)):
+                entry = audit_entry(request, who, status)
+                log_entry(entry)
+                # Stored: what an identified caller asked for. Refusals of unidentified callers are only
+                # logged, so that nobody can push the real entries out of the bounded stream.
+                if not stored and (who.authenticated or not enabled):
+                    await record(request, entry)
 
 
 async def identify(request: web.Request) -> Principal:

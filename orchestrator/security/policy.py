@@ -61,6 +61,8 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 AUDIT_JOB = web.RequestKey("audit_job", str)
 AUDIT_OUTCOME = web.RequestKey("audit_outcome", str)
 AUDITED = web.RequestKey("audited", bool)
+# Set when the handler's own log line already says who did what (the recorded update).
+AUDIT_LOGGED = web.RequestKey("audit_logged", bool)
 
 
 class Unauthorized(ApiError):
