@@ -14,12 +14,15 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from orchestrator import SERVICE_NAME, __version__
 from orchestrator.app import create_app
 from orchestrator.client import FINAL_STATUSES, OrchestratorClient, OrchestratorError
 from orchestrator.logconfig import configure_logging, shutdown_logging
 from orchestrator.securesum.demo import run_demo
+from orchestrator.securesum.masking import generate_private_key
 from orchestrator.securesum.participant import DEFAULT_MAX_ROWS, KeyRoundError
 from orchestrator.security.tokens import ROLES, AuthError, issue_token, parse_ttl
 from orchestrator.settings import Settings, SettingsError, client_base_url
@@ -78,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="the job's maxRows (all clients agree)")
     submit.add_argument("--wait", action="store_true", help="wait for the result and print it")
     submit.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    submit.add_argument(
+        "--key-file",
+        type=Path,
+        help="keep this client's X25519 private key for the job here (created if missing, mode 0600), so a "
+        "rerun after a crash takes part with the same key",
+    )
     submit.add_argument("--url", default=None, help=url_help)
     submit.add_argument("--token", default=None, help=token_help)
 
@@ -108,15 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     except OrchestratorError as e:
         print(f"orchestrator: {e.status} {e.code}: {e.message}", file=sys.stderr)
         return 1
+    except TimeoutError:  # before OSError, of which it is a subclass
+        print("orchestrator: timed out", file=sys.stderr)
+        return 1
     except (aiohttp.ClientError, OSError) as e:
         print(f"orchestrator: cannot reach the service: {e}", file=sys.stderr)
         return 1
     except (ValueError, KeyRoundError) as e:  # rows, schema or overflow refused before sending
         print(f"orchestrator: {e}", file=sys.stderr)
         return 2
-    except TimeoutError:
-        print("orchestrator: timed out", file=sys.stderr)
-        return 1
 
 
 def client_for(args: argparse.Namespace) -> OrchestratorClient:
@@ -174,9 +183,22 @@ async def submit_command(args: argparse.Namespace) -> int:
             max_rows=args.max_rows,
             wait=args.wait,
             timeout=args.timeout,
+            private_key=load_or_create_key(args.key_file) if args.key_file else None,
         )
     print(json.dumps(answer, indent=2 if args.wait else None))
     return 0 if not args.wait or answer.get("status") == "COMPLETED" else 1
+
+
+def load_or_create_key(path: Path) -> X25519PrivateKey:
+    """The private key kept at ``path`` (raw 32 bytes), made and written with mode 0600 if there is none."""
+    if path.exists():
+        return X25519PrivateKey.from_private_bytes(path.read_bytes())
+    key = generate_private_key()
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(raw)
+    return key
 
 
 async def demo_command(args: argparse.Namespace) -> int:

@@ -132,3 +132,29 @@ async def test_demo_runs_end_to_end_on_the_embedded_service(tmp_path: Path, secr
     assert "Every statistic matches the plaintext truth." in out
     assert f"http://127.0.0.1:{port}/dashboard" in out
     assert ("this viewer token shows the job" in out) == bool(secret)
+
+
+async def test_submit_with_a_key_file_can_rejoin_after_a_failure(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    client = await make_client(aggregation_workers=1)
+    url = str(client.make_url("")).rstrip("/")
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA))
+    rows = tmp_path / "rows.csv"
+    rows.write_text("age,smoker,blood\n30,true,A\n")
+    key_file = tmp_path / "a.key"
+    common = ["--job", "cli-3", "--total", "2", "--schema", str(schema), "--csv", str(rows), "--url", url]
+    # Alone, a gives up waiting for the key round: its key stays registered.
+    code, _, err = await run("submit", "--client", "a", "--key-file", str(key_file), "--timeout", "1.5", *common)
+    assert code == 1 and "timed out" in err
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
+    # Rerun with the same key file: the same key, so the round accepts it again and the job completes.
+    again, other = await asyncio.gather(
+        run("submit", "--client", "a", "--key-file", str(key_file), "--wait", "--timeout", "30", *common),
+        run("submit", "--client", "b", "--wait", "--timeout", "30", *common),
+    )
+    assert again[0] == 0 and other[0] == 0, again[2] + other[2]
+    final = json.loads(again[1])
+    assert final["status"] == "COMPLETED"
+    assert final["aggregatedResults"][0]["count"] == 2
