@@ -123,7 +123,11 @@ async def job_socket(request: web.Request) -> web.WebSocketResponse:
         if not (raw_since.isascii() and raw_since.isdigit() and len(raw_since) <= 15):
             raise ValidationError("'since' must be a non-negative integer version", code="invalid_query", field="since")
         since = int(raw_since)
-    return await _serve(request, JobFeed(request.app[STORE], request.app[HUB], job_id, since), job_id)
+    # A client reads only jobs it takes part in (checked at connect): its socket ends with the job, so a
+    # job of the same id created later by others is not shown to it.
+    until_expired = principal(request).role == "client"
+    feed = JobFeed(request.app[STORE], request.app[HUB], job_id, since, until_expired=until_expired)
+    return await _serve(request, feed, job_id)
 
 
 async def all_socket(request: web.Request) -> web.WebSocketResponse:
@@ -229,11 +233,15 @@ async def _retrying(ws: Outbox, read: Callable[..., Awaitable[T]], *args: Any) -
 class JobFeed:
     """One job: snapshot or missed events, then live events in version order, without duplicates."""
 
-    def __init__(self, store: JobStore, hub: EventHub, job_id: str, since: int | None) -> None:
+    def __init__(
+        self, store: JobStore, hub: EventHub, job_id: str, since: int | None, *, until_expired: bool = False
+    ) -> None:
         self.store = store
         self.hub = hub
         self.job_id = job_id
         self.since = since
+        self.until_expired = until_expired
+        self.gone = False
 
     async def run(self, ws: Outbox, sub: Subscription) -> None:
         await self.hub.ready(sub, _READY_WAIT)
@@ -250,9 +258,15 @@ class JobFeed:
                 continue
             if item.version > last + 1:
                 last = await self.catch_up(ws, last)
+                if self.until_expired and self.gone:
+                    await _close(ws.ws, WSCloseCode.OK, b"job expired")
+                    return
                 continue
             await ws.text(item.raw)
             last = item.version
+            if self.until_expired and item.type == "job.expired":
+                await _close(ws.ws, WSCloseCode.OK, b"job expired")
+                return
 
     async def catch_up(self, ws: Outbox, since: int | None) -> int:
         """Send what the client lacks after ``since``; returns the last version it now has."""
@@ -263,6 +277,7 @@ class JobFeed:
                     await ws.text(raw)
                 return missed[-1][0] if missed else since
         job = await _retrying(ws, self.store.find_job, self.job_id)
+        self.gone = job is None
         version = job.version if job else 0
         await ws.json(
             {

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
 from orchestrator.security.guard import CONTENT_SECURITY_POLICY
 from orchestrator.security.tokens import issue_token
+from orchestrator.typedefs import STORE
 
 Client = TestClient[Any, Any]
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
@@ -397,3 +398,15 @@ async def test_forwarded_for_is_believed_from_trusted_proxies_only(make_client: 
     await untrusting.post("/api/jobs/x/cancel", headers=forwarded)
     entries = (await (await untrusting.get("/api/audit", headers=admin)).json())["entries"]
     assert entries[0]["ip"] == "127.0.0.1"
+
+
+async def test_a_client_socket_ends_with_its_job(secured: Client) -> None:
+    base = str(secured.make_url("")).rstrip("/").replace("http://", "ws://")
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"{base}/ws/jobs/j1", headers=bearer(token("client", "c1")))
+        assert (await ws.receive_json())["type"] == "snapshot"
+        await secured.app[STORE].expire_stale(now=10**15)  # every job of this test expires
+        assert (await asyncio.wait_for(ws.receive_json(), 5))["type"] == "job.expired"
+        closing = await asyncio.wait_for(ws.receive(), 5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await ws.close()
