@@ -135,9 +135,7 @@ def client_for(args: argparse.Namespace) -> OrchestratorClient:
 
 
 async def watch_command(args: argparse.Namespace) -> int:
-    async with OrchestratorClient(
-        args.url or client_base_url(), token=args.token or os.environ.get("ORCHESTRATOR_TOKEN")
-    ) as client:
+    async with client_for(args) as client:
         async for event in client.watch(args.job_id, since=args.since):
             print(json.dumps(event), flush=True)
             status = event.get("status") or (event.get("job") or {}).get("status")
@@ -154,9 +152,7 @@ async def update_command(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             print(f"orchestrator: cannot read the schema from {args.schema}: {e}", file=sys.stderr)
             return 2
-    async with OrchestratorClient(
-        args.url or client_base_url(), token=args.token or os.environ.get("ORCHESTRATOR_TOKEN")
-    ) as client:
+    async with client_for(args) as client:
         print(json.dumps(await client.update(args.job, args.client, args.total, schema)))
     return 0
 
@@ -170,9 +166,7 @@ async def submit_command(args: argparse.Namespace) -> int:
     if not args.csv.is_file():
         print(f"orchestrator: no such CSV file: {args.csv}", file=sys.stderr)
         return 2
-    async with OrchestratorClient(
-        args.url or client_base_url(), token=args.token or os.environ.get("ORCHESTRATOR_TOKEN")
-    ) as client:
+    async with client_for(args) as client:
         answer = await client.submit_statistics(
             args.job,
             args.client,

@@ -56,6 +56,37 @@ local function schema_digest(job, stored, schema, digest)
 end
 """
 
+# Shared prelude: fixed-window rate limits. Each counter of ``counters`` is incremented (and given the
+# window's expiry when it starts) unless its limit is 0 (none); returns the milliseconds until the window
+# of the first counter over its limit ends, or nil. A counter counts refused requests too, so a client
+# that keeps hammering stays refused until its window ends; the counters after an exceeded one are left
+# alone. (A retried EVALSHA counts a request twice: harmless for a limit.)
+_RATE = """
+local function rate_limited(counters, limits, window)
+  for i, key in ipairs(counters) do
+    local limit = tonumber(limits[i])
+    if limit > 0 then
+      local n = redis.call('INCR', key)
+      if n == 1 then redis.call('PEXPIRE', key, window) end
+      if n > limit then return math.max(redis.call('PTTL', key), 1) end
+    end
+  end
+  return nil
+end
+"""
+
+# Check the rate limits of a write other than an update (which checks its own in UPDATE).
+# KEYS the counters (the client's, the IP's)  ARGV[1] window (ms)  ARGV[2..] each counter's limit (0: none)
+# Returns 0 when the request may go on, else the milliseconds until the window ends.
+RATE_LIMIT = (
+    _RATE
+    + """
+local limits = {}
+for i = 2, #ARGV do limits[i - 1] = ARGV[i] end
+return rate_limited(KEYS, limits, ARGV[1]) or 0
+"""
+)
+
 # Record one client's update. The store prepends CONFIG (update_script): the constants of a deployment
 # (key TTL ms, history size, events channel, rate-limit window ms, audit length bound), so that an update
 # (the hot path) sends only what varies.
@@ -91,27 +122,16 @@ end
 UPDATE = (
     _EMIT
     + _CREATE
+    + _RATE
     + """
 local job, clients, times, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id, client_id, total, schema = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], CONFIG.ttl, CONFIG.history, CONFIG.channel
 local vector = ARGV[9]
 
-local function rate_limited()
-  for i = 0, 1 do
-    local limit = tonumber(ARGV[15 + i])
-    if limit > 0 then
-      local n = redis.call('INCR', KEYS[14 + i])
-      if n == 1 then redis.call('PEXPIRE', KEYS[14 + i], CONFIG.window) end
-      if n > limit then return math.max(redis.call('PTTL', KEYS[14 + i]), 1) end
-    end
-  end
-  return nil
-end
-
 local function update()
   local created = 0
-  local wait = rate_limited()
+  local wait = rate_limited({KEYS[14], KEYS[15]}, {ARGV[15], ARGV[16]}, CONFIG.window)
   if wait then
     return {'rate_limited', 0, 0, 'IN_PROGRESS', 0, total, 0, tostring(wait)}
   end

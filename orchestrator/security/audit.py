@@ -7,26 +7,11 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from orchestrator import scripts
 from orchestrator.logconfig import info_fast
 from orchestrator.store import JobStore
 
 logger = logging.getLogger("orchestrator.audit")
-
-# Fixed-window counters: KEYS the counters, ARGV[1] window (ms), ARGV[2..] each counter's limit (0: none).
-# Returns 0 when the request may go on, else the milliseconds until the window ends. A counter counts
-# refused requests too, so a client that keeps hammering stays refused until its window ends. (A retried
-# EVALSHA counts a request twice: harmless for a limit.)
-RATE_LIMIT = """
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
-  if limit > 0 then
-    local n = redis.call('INCR', key)
-    if n == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
-    if n > limit then return math.max(redis.call('PTTL', key), 1) end
-  end
-end
-return 0
-"""
 
 
 class AuditLog:
@@ -35,7 +20,7 @@ class AuditLog:
         self.redis = store.redis
         self.stream = store.keys.audit
         self.max_entries = max_entries
-        self._rate_limit = store.redis.register_script(RATE_LIMIT)
+        self._rate_limit = store.redis.register_script(scripts.RATE_LIMIT)
 
     async def record(self, entry: dict[str, str]) -> None:
         async with self.store.guard("audit"):
