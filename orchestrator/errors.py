@@ -58,3 +58,17 @@ class JobNotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+# A job that exists with other settings than a request's: the field that differs -> the error code.
+CONFLICT_CODES = {"totalClients": "total_clients_mismatch", "schema": "schema_mismatch", "maxRows": "max_rows_mismatch"}

@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator import SERVICE_NAME, __version__
-from orchestrator.errors import ApiError, Conflict, JobNotFound, UnsupportedMediaType, ValidationError
+from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound, UnsupportedMediaType, ValidationError
 from orchestrator.logconfig import info_fast
 from orchestrator.models import Actor, UpdateOutcome
 from orchestrator.openapi import OPENAPI
@@ -139,9 +139,7 @@ async def update(request: web.Request) -> web.Response:
         logger.warning("Refused update for %s: %s differs from the job's", where, field)
         raise Conflict(
             f"Job {req.job_id} already exists with a different {field}",
-            code={"totalClients": "total_clients_mismatch", "maxRows": "max_rows_mismatch"}.get(
-                field, "schema_mismatch"
-            ),
+            code=CONFLICT_CODES[field],
             jobId=req.job_id,
             field=field,
             totalClients=result.total_clients,

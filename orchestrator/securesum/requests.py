@@ -77,6 +77,24 @@ def vector_layout(
     return layout, None
 
 
+def layout_fields(
+    data: dict[str, Any], schema_json: str | None, total_clients: int, settings: Settings
+) -> tuple[dict[str, Any], ValidationError | None]:
+    """What a request that may create a summed-vector job carries of its layout (the fields of the same
+    names in UpdateRequest and KeyRequest), and the error that refuses creating the job, if any."""
+    max_rows = parse_max_rows(data.get("maxRows"), settings.vector_max_rows)
+    layout, refusal = (
+        (None, None) if schema_json is None else vector_layout(schema_json, total_clients, max_rows, settings)
+    )
+    fields = {
+        "vector_length": None if layout is None else layout.length,
+        "max_rows": max_rows,
+        "max_rows_declared": data.get("maxRows") is not None,
+        "creation_refusal": refusal.code if refusal else "",
+    }
+    return fields, refusal
+
+
 def with_vector_layout(
     req: UpdateRequest, data: dict[str, Any], settings: Settings
 ) -> tuple[UpdateRequest, ValidationError | None]:
@@ -87,18 +105,8 @@ def with_vector_layout(
         return req, None
     if req.schema_json is None:
         return replace(req, aggregation=backend), None  # the job exists, or the update is refused for want of one
-    declared = data.get("maxRows") is not None
-    max_rows = parse_max_rows(data.get("maxRows"), settings.vector_max_rows)
-    layout, refusal = vector_layout(req.schema_json, req.total_clients, max_rows, settings)
-    req = replace(
-        req,
-        aggregation=backend,
-        vector_length=layout.length,
-        max_rows=max_rows,
-        max_rows_declared=declared,
-        creation_refusal=refusal.code if refusal else "",
-    )
-    return req, refusal
+    fields, refusal = layout_fields(data, req.schema_json, req.total_clients, settings)
+    return replace(req, aggregation=backend, **fields), refusal
 
 
 def binary_update(query: Mapping[str, str], body: bytes) -> UpdateRequest:
@@ -157,20 +165,16 @@ def parse_key_request(
         raise ValidationError(
             f"'publicKey' is not a usable X25519 public key: {e}", code="invalid_public_key", field="publicKey"
         ) from None
-    max_rows = parse_max_rows(data.get("maxRows"), settings.vector_max_rows)
     schema = data.get("schema")
     schema_json = None if schema is None else canonical_schema(schema)
-    layout, refusal = (None, None) if schema_json is None else vector_layout(schema_json, total, max_rows, settings)
+    fields, refusal = layout_fields(data, schema_json, total, settings)
     request = KeyRequest(
         job_id=job_id,
         client_id=client_id,
         total_clients=total,
         schema_json=schema_json,
         public_key=encode_key(raw),  # one spelling per key, so a repeat is recognised as one
-        max_rows=max_rows,
-        vector_length=None if layout is None else layout.length,
         deadline_ms=parse_deadline(data.get("deadline"), now_ms),
-        max_rows_declared=data.get("maxRows") is not None,
-        creation_refusal=refusal.code if refusal else "",
+        **fields,
     )
     return request, refusal

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from orchestrator.errors import ApiError, Conflict, JobNotFound
+from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound
 from orchestrator.securesum.requests import parse_key_request
 from orchestrator.security.policy import AUDIT_OUTCOME, principal, require_scoped_writer, require_self
 from orchestrator.store import now_ms
@@ -36,11 +36,11 @@ async def register_key(request: web.Request) -> web.Response:
     details: dict[str, Any] = {"jobId": job_id, "clientId": req.client_id}
     if result.outcome == "conflict":
         logger.warning("Refused key for %s: %s differs from the job's", where, result.detail)
-        code = {"totalClients": "total_clients_mismatch", "schema": "schema_mismatch"}.get(
-            result.detail or "", "max_rows_mismatch"
-        )
         raise Conflict(
-            f"Job {job_id} already exists with a different {result.detail}", code=code, field=result.detail, **details
+            f"Job {job_id} already exists with a different {result.detail}",
+            code=CONFLICT_CODES[result.detail or ""],
+            field=result.detail,
+            **details,
         )
     if result.outcome == "closed":
         raise Conflict(

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from orchestrator.errors import ApiError
+from orchestrator.errors import ApiError, Forbidden, Unauthorized
 from orchestrator.models import iso_ms
 from orchestrator.security.audit import log_entry
 from orchestrator.security.policy import (
@@ -24,8 +24,6 @@ from orchestrator.security.policy import (
     AUDITED,
     PARTICIPANT_READS,
     PRINCIPAL,
-    Forbidden,
-    Unauthorized,
     require_job,
 )
 from orchestrator.security.tokens import ANONYMOUS, NOBODY, AuthError, Principal, principal_from

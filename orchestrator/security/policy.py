@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from orchestrator.errors import ApiError
+from orchestrator.errors import Forbidden
 from orchestrator.security.tokens import ANONYMOUS, Principal
 
 ANY_ROLE = frozenset({"client", "viewer", "admin"})
@@ -63,16 +63,6 @@ AUDIT_OUTCOME = web.RequestKey("audit_outcome", str)
 AUDITED = web.RequestKey("audited", bool)
 # Set when the handler's own log line already says who did what (the recorded update).
 AUDIT_LOGGED = web.RequestKey("audit_logged", bool)
-
-
-class Unauthorized(ApiError):
-    status = 401
-    code = "unauthorized"
-
-
-class Forbidden(ApiError):
-    status = 403
-    code = "forbidden"
 
 
 def principal(request: web.Request) -> Principal:
