@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -82,6 +84,18 @@ class ServiceProcess:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def service_instances(env: dict[str, str], tmp_path: Path, count: int = 2) -> AsyncIterator[list[ServiceProcess]]:
+    """``count`` `orchestrator serve` processes with ``env`` (sharing its Redis), ready, stopped afterwards."""
+    instances = [ServiceProcess(env, tmp_path / f"i{n}") for n in range(count)]
+    try:
+        await asyncio.gather(*(instance.ready("/readyz") for instance in instances))
+        yield instances
+    finally:
+        for instance in instances:
+            instance.stop()
 
 
 class RedisServerProcess:

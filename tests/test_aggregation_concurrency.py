@@ -18,7 +18,7 @@ from orchestrator.aggregation.queue import GROUP
 from orchestrator.keys import Keys
 from tests.conftest import REAL_REDIS_URL
 from tests.fake_coordinator import FakeCoordinator
-from tests.support import DETAILED_SCHEMA, ServiceProcess
+from tests.support import DETAILED_SCHEMA, service_instances
 
 pytestmark = pytest.mark.real_redis
 OUTPUT = [1000, 54, 240, 135.6, 90, 135, 180, 1000, 750, 900]
@@ -65,9 +65,7 @@ async def test_concurrent_last_updates_trigger_once(
     for job in jobs:
         coordinator.outputs[job] = OUTPUT
     env = service_env(prefix, url)
-    instances = [ServiceProcess(env, tmp_path / f"i{n}") for n in range(2)]
-    try:
-        await asyncio.gather(*(i.ready("/readyz") for i in instances))
+    async with service_instances(env, tmp_path) as instances:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
             async def send(job: str, client: int, total: int) -> int:
@@ -86,9 +84,6 @@ async def test_concurrent_last_updates_trigger_once(
         for job in jobs:
             assert len(await completed_events(real_redis, keys, job)) == 1
         assert await real_redis.xlen(keys.aggregation_queue) == 0
-    finally:
-        for instance in instances:
-            instance.stop()
 
 
 async def test_worker_killed_after_triggering_another_finishes(
@@ -98,10 +93,8 @@ async def test_worker_killed_after_triggering_another_finishes(
     coordinator.hold = asyncio.Event()
     coordinator.outputs["crash"] = OUTPUT
     env = service_env(prefix, url, AGGREGATION_CLAIM_IDLE="1.5")
-    instances = [ServiceProcess(env, tmp_path / f"i{n}") for n in range(2)]
     keys = Keys(prefix)
-    try:
-        await asyncio.gather(*(i.ready("/readyz") for i in instances))
+    async with service_instances(env, tmp_path) as instances:
         async with aiohttp.ClientSession() as session:
             for c in range(3):
                 body = {"jobId": "crash", "clientId": f"c{c}", "totalClients": 3, "schema": DETAILED_SCHEMA}
@@ -128,6 +121,3 @@ async def test_worker_killed_after_triggering_another_finishes(
         assert await real_redis.hget(keys.job("crash"), "attempt") == "2"
         assert len(await completed_events(real_redis, keys, "crash")) == 1
         assert await real_redis.xlen(keys.aggregation_queue) == 0
-    finally:
-        for instance in instances:
-            instance.stop()

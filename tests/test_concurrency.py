@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from orchestrator.keys import Keys
 from tests.conftest import REAL_REDIS_URL
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, service_instances
 
 pytestmark = pytest.mark.real_redis
 
@@ -22,13 +22,8 @@ pytestmark = pytest.mark.real_redis
 @pytest.fixture
 async def instances(real_redis: aioredis.Redis, prefix: str, tmp_path: Path) -> AsyncIterator[list[ServiceProcess]]:
     env = {"REDIS_URL": REAL_REDIS_URL, "KEY_PREFIX": prefix, "ACCESS_LOG": "false", "AGGREGATION_WORKERS": "0"}
-    procs = [ServiceProcess(env, tmp_path / f"instance{i}") for i in range(2)]
-    try:
-        await asyncio.gather(*(p.ready("/readyz") for p in procs))
+    async with service_instances(env, tmp_path) as procs:
         yield procs
-    finally:
-        for p in procs:
-            p.stop()
 
 
 async def collect_events(

@@ -18,7 +18,7 @@ from orchestrator.keys import Keys
 from orchestrator.securesum.demo import SCHEMA, compare, plaintext_truth, synthetic_rows
 from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
 from tests.conftest import REAL_REDIS_URL
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, service_instances
 
 pytestmark = pytest.mark.real_redis
 
@@ -26,13 +26,8 @@ pytestmark = pytest.mark.real_redis
 @pytest.fixture
 async def instances(prefix: str, tmp_path: Path, real_redis: aioredis.Redis) -> Any:
     env = {"REDIS_URL": REAL_REDIS_URL, "KEY_PREFIX": prefix, "ACCESS_LOG": "false", "AGGREGATION_WORKERS": "2"}
-    processes = [ServiceProcess(env, tmp_path / f"i{n}") for n in range(2)]
-    try:
-        await asyncio.gather(*(p.ready("/readyz") for p in processes))
+    async with service_instances(env, tmp_path) as processes:
         yield processes
-    finally:
-        for process in processes:
-            process.stop()
 
 
 async def job_events(redis: aioredis.Redis, prefix: str, job: str) -> list[dict[str, Any]]:

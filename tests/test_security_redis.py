@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from orchestrator.security.tokens import issue_token
 from tests.conftest import REAL_REDIS_URL
-from tests.support import RedisServerProcess, ServiceProcess, wait_until
+from tests.support import RedisServerProcess, ServiceProcess, service_instances, wait_until
 
 pytestmark = pytest.mark.real_redis
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
@@ -31,9 +31,7 @@ async def test_rate_limits_are_shared_across_instances_and_recover(
         "RATE_LIMIT_CLIENT_WRITES": "20",
         "RATE_LIMIT_IP_WRITES": "30",
     }
-    instances = [ServiceProcess(env, tmp_path / f"i{n}") for n in range(2)]
-    try:
-        await asyncio.gather(*(i.ready("/readyz") for i in instances))
+    async with service_instances(env, tmp_path) as instances:
         client = {"Authorization": f"Bearer {issue_token(SECRET, 'c1', 'client', 600, ['*'])}"}
         async with aiohttp.ClientSession() as session:
 
@@ -60,9 +58,6 @@ async def test_rate_limits_are_shared_across_instances_and_recover(
         # Both instances counted into the same window, and audited every write, refused or not.
         audited = await real_redis.xlen(f"{prefix}audit")
         assert audited == 40 + 20 + 1
-    finally:
-        for instance in instances:
-            instance.stop()
 
 
 async def test_redis_with_a_password(tmp_path: Path) -> None:
