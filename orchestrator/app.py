@@ -127,6 +127,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
                 poll_interval=settings.smpc_poll_interval_seconds,
                 max_poll_interval=settings.smpc_poll_max_interval_seconds,
                 callback_base=settings.public_base_url,
+                max_result_bytes=settings.smpc_max_result_bytes,
             )
         consumer = consumer_name()
         service = AggregationService(app[STORE], settings, backends, consumer)

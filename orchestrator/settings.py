@@ -68,6 +68,8 @@ class Settings:
     smpc_poll_interval_seconds: float = 0.5
     smpc_poll_max_interval_seconds: float = 5.0
     smpc_request_timeout_seconds: float = 10.0
+    # The largest get-result body read from the coordinator; a larger result fails its job.
+    smpc_max_result_bytes: int = 32 * 1024 * 1024
     # This service's own base URL as the coordinator can reach it; when set, the coordinator is asked
     # to push results to it (returnUrl) and polling becomes the fallback.
     public_base_url: str | None = None
@@ -186,6 +188,14 @@ class Settings:
                 float,
                 lambda v: 0.1 <= v <= 600,
                 "seconds, 0.1-600",
+            ),
+            smpc_max_result_bytes=_parse(
+                env,
+                "MAX_RESULT_BYTES",
+                default.smpc_max_result_bytes,
+                int,
+                lambda v: 1024 <= v <= 1 << 31,
+                "bytes, 1024-2147483648",
             ),
             public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
             results_api_url=env.get("RESULTS_API_URL") or None,

@@ -23,11 +23,12 @@ import aiohttp
 
 from orchestrator.aggregation.backends import AttemptContext, Failed, Outcome, Vector
 from orchestrator.models import Attempt
+from orchestrator.outbound import BodyTooLarge, read_body
 
 logger = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({408, 411, 425, 429, 500, 502, 503, 504})
-# The largest get-result body read: a vector of a million numbers fits.
+# The largest get-result body read by default (MAX_RESULT_BYTES): a vector of a million numbers fits.
 MAX_RESULT_BYTES = 32 * 1024 * 1024
 
 
@@ -43,6 +44,7 @@ class SmpcBackend:
         poll_interval: float,
         max_poll_interval: float,
         callback_base: str | None = None,
+        max_result_bytes: int = MAX_RESULT_BYTES,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
@@ -52,6 +54,7 @@ class SmpcBackend:
         # Our own public base URL: when set, the coordinator is given a returnUrl to push the result to,
         # and polling it becomes the fallback.
         self.callback_base = callback_base.rstrip("/") if callback_base else None
+        self.max_result_bytes = max_result_bytes
 
     async def aggregate(self, context: AttemptContext) -> Outcome:
         attempt = context.attempt
@@ -82,7 +85,7 @@ class SmpcBackend:
             ) as resp:
                 if resp.status != 200:
                     return False
-                data = await _json_body(resp, MAX_RESULT_BYTES)
+                data = await _json_body(resp, self.max_result_bytes)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return False
         return isinstance(data, dict) and bool(data.get("status"))
@@ -141,7 +144,10 @@ class SmpcBackend:
                     if resp.status != 200:
                         logger.warning("Coordinator answered %d polling job %s", resp.status, context.attempt.job_id)
                         continue
-                    data = await _json_body(resp, MAX_RESULT_BYTES)
+                    data = await _json_body(resp, self.max_result_bytes)
+            except BodyTooLarge as e:
+                # Asking again would get the same answer until the deadline: fail now, and say why.
+                return Failed(f"the coordinator's result is over {e.limit} bytes (MAX_RESULT_BYTES)")
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
                 logger.warning("Polling job %s failed (%s); retrying", context.attempt.job_id, e or type(e).__name__)
                 continue
@@ -170,11 +176,9 @@ def _outcome(data: dict[str, Any]) -> Outcome | None:
 
 
 async def _json_body(resp: aiohttp.ClientResponse, limit: int) -> Any:
-    """The response's JSON, refusing a body over ``limit`` bytes (a broken or hostile coordinator)."""
-    raw = await resp.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ValueError(f"response body over {limit} bytes")
-    return json.loads(raw, parse_constant=_no_constant)
+    """The response's JSON, refusing a body over ``limit`` bytes (a broken or hostile coordinator) with
+    BodyTooLarge."""
+    return json.loads(await read_body(resp, limit), parse_constant=_no_constant)
 
 
 def _no_constant(name: str) -> Any:

@@ -14,6 +14,7 @@ import aiofiles
 import aiofiles.os
 import aiohttp
 
+from orchestrator.outbound import read_body
 from orchestrator.results.formats import as_json, as_text, file_name, idempotency_key
 
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -80,7 +81,7 @@ async def send_api(
         async with session.post(
             url, json=data, headers=all_headers, timeout=aiohttp.ClientTimeout(total=request_timeout)
         ) as resp:
-            text = (await resp.content.read(1024)).decode("utf-8", "replace")[:200]
+            text = (await read_body(resp, 1024, truncate=True)).decode("utf-8", "replace")[:200]
             if resp.status < 300:
                 return Delivered({"httpStatus": resp.status})
             if resp.status in _RETRY_STATUSES:
