@@ -143,7 +143,11 @@ class DeliveryService(QueueWorkers):
             final = isinstance(outcome, Rejected) or attempts >= self.settings.delivery_attempts
             if final:
                 details = {"state": "failed", "attempts": attempts, "reason": outcome.reason, "deadLettered": True}
-                await self.store.record_delivery(job_id, destination, details, event="delivery.failed", details=details)
+                if not await self.store.record_delivery(
+                    job_id, destination, details, event="delivery.failed", details=details
+                ):
+                    _finished_elsewhere(job_id, destination)
+                    return
                 self.store.metrics.dead_letters.labels(destination).inc()
                 logger.error(
                     "Delivery of job %s to %s failed for good after %d attempt(s): %s",
@@ -153,9 +157,10 @@ class DeliveryService(QueueWorkers):
                     outcome.reason,
                 )
                 return
-            await self.store.record_delivery(
-                job_id, destination, {"state": "pending", "attempts": attempts, "lastError": outcome.reason}
-            )
+            pending = {"state": "pending", "attempts": attempts, "lastError": outcome.reason}
+            if not await self.store.record_delivery(job_id, destination, pending):
+                _finished_elsewhere(job_id, destination)
+                return
             assert isinstance(outcome, Retry)
             wait = delay * (0.5 + random.random())
             if outcome.retry_after is not None:
@@ -171,6 +176,21 @@ class DeliveryService(QueueWorkers):
             )
             await asyncio.sleep(wait)
             delay = min(delay * 2, self.settings.delivery_max_backoff_seconds)
+            # Another worker may have finished it while this one waited (it took the entry over after a
+            # stall of ours, or the retry endpoint queued it again): no further sends then.
+            record = await self.store.delivery(job_id, destination)
+            if record is None or record.get("state") != "pending":
+                _finished_elsewhere(job_id, destination)
+                return
+
+
+def _finished_elsewhere(job_id: str, destination: str) -> None:
+    logger.info(
+        "Delivery of job %s to %s is final already (another worker finished it, or the job expired); "
+        "not sending it again",
+        job_id,
+        destination,
+    )
 
 
 def log_results(job_id: str, result: dict[str, Any]) -> None:
