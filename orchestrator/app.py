@@ -65,6 +65,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
                 settings.rate_limit_ip_writes,
             ),
             audit_max_entries=settings.audit_max_entries,
+            redis_timeout=settings.redis_timeout,
         )
         app[VECTORS] = VectorStore(app[STORE])
         app[AUDIT] = AuditLog(app[STORE], settings.audit_max_entries)

@@ -14,6 +14,7 @@ from orchestrator.logconfig import log_access
 from orchestrator.security.guard import add_headers
 from orchestrator.store import StoreUnavailable
 from orchestrator.typedefs import METRICS, SETTINGS
+from orchestrator.waits import redis_wait_scope
 
 logger = logging.getLogger("orchestrator.http")
 
@@ -37,7 +38,8 @@ def error_response(
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     try:
-        response = await handler(request)
+        with redis_wait_scope():
+            response = await handler(request)
     except ApiError as e:
         logger.warning("%s %s -> %d %s: %s", request.method, request.rel_url.raw_path, e.status, e.code, e.message)
         response = web.json_response(e.body(), status=e.status, headers=e.headers)

@@ -25,7 +25,12 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 _ERROR = _json(_ref("Error"), "The request was refused; `error.code` says why.")
-_UNAVAILABLE = _json(_ref("Error"), "Redis is unreachable; safe to retry after Retry-After.", _RETRY_AFTER)
+_UNAVAILABLE = _json(
+    _ref("Error"),
+    "Redis is unreachable, or did not answer within REDIS_TIMEOUT (a request waits for it once, not once "
+    "per operation); safe to retry after Retry-After.",
+    _RETRY_AFTER,
+)
 _JOB_ID_PARAM = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}
 
 

@@ -19,6 +19,7 @@ from orchestrator.errors import JobNotFound
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
 from orchestrator.models import Actor, Attempt, Job, JobStatus, UpdateOutcome, UpdateRequest, UpdateResult, iso_ms
+from orchestrator.waits import note_failure, waited_recently
 
 # A Redis key lives this much longer than the job TTL, so the janitor (which announces the expiry)
 # normally gets there first.
@@ -59,6 +60,7 @@ class JobStore:
         delivery_destinations: tuple[str, ...] = (),
         rate_limits: tuple[float, int, int] = (10.0, 0, 0),
         audit_max_entries: int = 100_000,
+        redis_timeout: float = 2.0,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -70,6 +72,8 @@ class JobStore:
         # (window seconds, writes per client, writes per IP; 0: no limit)
         self.rate_limits = rate_limits
         self.audit_max_entries = audit_max_entries
+        # What one call may wait for Redis (connections.create_redis): a request waits that long once.
+        self.redis_timeout = redis_timeout
         self._update = redis.register_script(
             scripts.update_script(
                 ttl_ms=self.job_ttl_ms + _KEY_TTL_GRACE_MS,
@@ -94,11 +98,17 @@ class JobStore:
     async def guard(self, operation: str) -> AsyncIterator[None]:
         """Measure a Redis operation and turn unreachability into StoreUnavailable. The client's own
         timeouts (connections.create_redis) bound it in time: an asyncio.timeout here would cost as
-        much as a sixth of an update's CPU."""
+        much as a sixth of an update's CPU. A request whose call waited out REDIS_TIMEOUT does not wait
+        again (orchestrator.waits)."""
+        if waited_recently(self.redis_timeout):
+            raise StoreUnavailable(
+                f"Redis unavailable during {operation}: this request already waited {self.redis_timeout:g} s for it"
+            )
         started = time.perf_counter()
         try:
             yield
         except UNAVAILABLE_ERRORS as e:
+            note_failure(time.perf_counter() - started, self.redis_timeout)
             self.metrics.redis_errors.labels(operation).inc()
             raise StoreUnavailable(f"Redis unavailable during {operation}: {e.__class__.__name__}: {e}") from e
         finally:

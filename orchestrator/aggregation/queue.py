@@ -22,6 +22,14 @@ logger = logging.getLogger(__name__)
 
 GROUP = "aggregators"
 
+
+def read_block_ms(redis_timeout: float) -> int:
+    """How long an idle read of the queue blocks (XREADGROUP BLOCK): well inside REDIS_TIMEOUT, the socket
+    timeout of every call, which would otherwise cut each idle read short (a timeout logged every time, and
+    an entry Redis handed over meanwhile left pending until the claim-idle time)."""
+    return max(10, min(1000, int(redis_timeout * 1000 / 2)))
+
+
 # KEYS[1] stream  ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id
 # Reset the entry's idle time only if this consumer owns it. Returns 1 if so, else 0.
 _KEEP_IF_OWNED = """
@@ -113,8 +121,9 @@ class QueueWorkers:
 
     what = "work"
 
-    def __init__(self, queue: WorkQueue, *, slots: int, claim_idle: float) -> None:
+    def __init__(self, queue: WorkQueue, *, slots: int, claim_idle: float, block_ms: int = 1000) -> None:
         self.queue = queue
+        self.block_ms = block_ms
         self.slots = slots
         self.claim_idle = claim_idle
         self.inflight: dict[str, asyncio.Task[None]] = {}
@@ -168,7 +177,7 @@ class QueueWorkers:
                 continue
             try:
                 # A finite block: fakeredis does not block on 0, and stop must be noticed.
-                entries = await self.queue.read(self.free_slots, block_ms=1000)
+                entries = await self.queue.read(self.free_slots, block_ms=self.block_ms)
             except StoreUnavailable as e:
                 logger.warning("Reading the %s queue failed (%s); retrying", self.what, e)
                 await pause(stop, 1.0)

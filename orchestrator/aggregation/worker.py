@@ -24,7 +24,7 @@ from typing import Any
 
 from orchestrator.aggregation.backends import Backend, Failed, Outcome, Ready, Vector
 from orchestrator.aggregation.decoding import DecodingError, decode
-from orchestrator.aggregation.queue import QueueWorkers, WorkQueue
+from orchestrator.aggregation.queue import QueueWorkers, WorkQueue, read_block_ms
 from orchestrator.aio import pause
 from orchestrator.models import Attempt, JobStatus, iso_ms
 from orchestrator.results.worker import log_results
@@ -47,6 +47,7 @@ class AggregationService(QueueWorkers):
             WorkQueue(store, consumer),
             slots=settings.aggregation_workers,
             claim_idle=settings.aggregation_claim_idle_seconds,
+            block_ms=read_block_ms(settings.redis_timeout),
         )
         self.store = store
         self.settings = settings

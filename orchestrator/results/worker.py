@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from orchestrator.aggregation.queue import QueueWorkers, WorkQueue
+from orchestrator.aggregation.queue import QueueWorkers, WorkQueue, read_block_ms
 from orchestrator.errors import JobNotFound
 from orchestrator.models import JobStatus, iso_ms
 from orchestrator.results.formats import payload, summary_lines
@@ -48,6 +48,7 @@ class DeliveryService(QueueWorkers):
             WorkQueue(store, consumer, stream=store.keys.delivery_queue, group=GROUP),
             slots=settings.delivery_workers,
             claim_idle=settings.delivery_claim_idle_seconds,
+            block_ms=read_block_ms(settings.redis_timeout),
         )
         self.store = store
         self.settings = settings
