@@ -247,7 +247,10 @@ def token_command(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        print(issue_token(settings.auth_jwt_secret, args.sub, args.role, parse_ttl(args.ttl), jobs))
+        # The service checks iss and aud when it is configured with them: a token without them is refused.
+        bound = {"iss": settings.auth_jwt_issuer, "aud": settings.auth_jwt_audience}
+        claims = {name: value for name, value in bound.items() if value is not None}
+        print(issue_token(settings.auth_jwt_secret, args.sub, args.role, parse_ttl(args.ttl), jobs, **claims))
     except (ValueError, AuthError) as e:
         print(f"orchestrator: {e}", file=sys.stderr)
         return 2

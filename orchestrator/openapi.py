@@ -350,7 +350,10 @@ OPENAPI: dict[str, Any] = {
         "version": __version__,
         "description": "Coordinates federated statistics jobs: clients report completion, the orchestrator "
         "aggregates when all are done. The /api/update and /api/job-status endpoints keep the original "
-        "service's contract.",
+        "service's contract. Every request must name an allowed Host (421 host_not_allowed: localhost, "
+        "loopback, HOST, PUBLIC_BASE_URL's host, ALLOWED_HOSTS); a write or a WebSocket handshake whose "
+        "Origin is another site's, not listed, is 403 origin_not_allowed; a write whose Content-Type is not "
+        "its route's is 415 unsupported_media_type.",
     },
     "paths": {
         "/": {
@@ -679,11 +682,13 @@ SCHEMAS.update(
 
 def _secure(document: dict[str, Any]) -> None:
     """Mark each operation with what security.policy requires of it, and the refusals that come with it."""
-    from orchestrator.security.policy import ACCESS
+    from orchestrator.security.policy import ACCESS, ANY_HOST, BODY_TYPES
 
     for (method, path), roles in ACCESS.items():
         operation = document["paths"][path][method.lower()]
         responses = operation["responses"]
+        if (method, path) not in ANY_HOST:
+            responses.setdefault("421", _json(_ref("Error"), "The Host names no host this service answers to."))
         if roles is None:
             operation["security"] = []
         else:
@@ -697,6 +702,11 @@ def _secure(document: dict[str, Any]) -> None:
             )
         if method == "POST":
             responses.setdefault("429", _json(_ref("Error"), "Too many writes: retry after Retry-After.", _RETRY_AFTER))
+            refused = responses.get("403", _json(_ref("Error"), "Refused."))
+            origin = " Or (origin_not_allowed) a browser's Origin is another site's, not listed."
+            responses["403"] = {**refused, "description": refused["description"] + origin}
+            types = " or ".join(sorted(BODY_TYPES[method, path]))
+            responses.setdefault("415", _json(_ref("Error"), f"The body is not {types} (unsupported_media_type)."))
         if "{jobId}" in path:
             # A jobId the router cannot take (one with braces, say) is a plain 404.
             responses.setdefault("404", _json(_ref("Error"), "No such route or job."))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -15,6 +16,9 @@ T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+# A host name as the Host header carries it, without a port: a DNS name (a leading dot: it and its
+# subdomains), an IPv4 address or a bracketed IPv6 one.
+_HOST_NAME = re.compile(r"\.?[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\]")
 
 
 class SettingsError(ValueError):
@@ -101,6 +105,9 @@ class Settings:
     rate_limit_client_writes: int = 600
     rate_limit_ip_writes: int = 6000
     cors_allowed_origins: tuple[str, ...] = ()
+    # Host names (the Host header) this service answers to besides loopback, HOST and PUBLIC_BASE_URL's;
+    # "*": any. Refusing the others keeps DNS-rebinding pages out.
+    allowed_hosts: tuple[str, ...] = ()
     # Proxies whose X-Forwarded-For is believed (for the client IP of rate limits and the audit trail).
     trusted_proxies: tuple[str, ...] = ()
     audit_max_entries: int = 100_000
@@ -475,6 +482,7 @@ class Settings:
             "rate_limits": f"{self.rate_limit_client_writes}/client, {self.rate_limit_ip_writes}/IP per "
             f"{self.rate_limit_window_seconds:g} s",
             "cors_allowed_origins": list(self.cors_allowed_origins) or "none",
+            "allowed_hosts": list(self.allowed_hosts) or "loopback, HOST and PUBLIC_BASE_URL's host",
             "log_dir": self.log_dir,
             "log_level": self.log_level,
             "access_log": self.access_log,
@@ -567,6 +575,14 @@ def _security_from_env(env: Mapping[str, str], default: Settings) -> dict[str, A
             lambda v: 100 <= v <= 10**8,
             "an integer 100-100000000",
         ),
+        "allowed_hosts": _parse(
+            env,
+            "ALLOWED_HOSTS",
+            default.allowed_hosts,
+            _parse_hosts,
+            lambda v: True,
+            "comma-separated host names (example.org, or .example.org for it and its subdomains), or *",
+        ),
         "trusted_proxies": tuple(p.strip() for p in env.get("TRUSTED_PROXIES", "").split(",") if p.strip()),
         "redis_username": env.get("REDIS_USERNAME") or None,
         "redis_password": secret("REDIS_PASSWORD"),
@@ -615,6 +631,14 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
         if origin != "*" and urlsplit(origin).scheme not in {"http", "https"}:
             raise ValueError(origin)
     return origins
+
+
+def _parse_hosts(raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if host != "*" and not _HOST_NAME.fullmatch(host):
+            raise ValueError(host)
+    return hosts
 
 
 def _parse_bool(raw: str) -> bool:

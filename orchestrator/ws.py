@@ -16,7 +16,6 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -101,18 +100,6 @@ class Outbox:
         return self.ws.closed
 
 
-def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True  # not a browser: origin checks protect browsers' ambient credentials
-    origin = origin.rstrip("/")
-    if "*" in allowed or origin in allowed:
-        return True
-    if allowed:
-        return False
-    return urlsplit(origin).netloc.lower() == request.host.lower()
-
-
 async def job_socket(request: web.Request) -> web.WebSocketResponse:
     job_id = request.match_info["jobId"]
     validate_id(job_id, "jobId")
@@ -141,10 +128,7 @@ async def all_socket(request: web.Request) -> web.WebSocketResponse:
 async def _serve(request: web.Request, feed: JobFeed | AllFeed, job_id: str | None) -> web.WebSocketResponse:
     settings: Settings = request.app[SETTINGS]
     registry = request.app[SOCKETS]
-    if not origin_allowed(request, settings.ws_allowed_origins):
-        raise ApiError(
-            "Origin not allowed", code="origin_not_allowed", http_status=403, origin=request.headers.get("Origin")
-        )
+    # The handshake's Host and Origin were checked by the security middleware (security.browsers).
     # No per-message compression: with fan-out it would deflate every event once per socket.
     ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds, max_msg_size=64 * 1024, compress=False)
     if not ws.can_prepare(request).ok:

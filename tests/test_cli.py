@@ -6,10 +6,15 @@ import asyncio
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import jwt
+import pytest
 
+from orchestrator.cli import main
 from tests.support import REPO, ServiceProcess
 
 LOG_LINE = re.compile(
@@ -127,8 +132,6 @@ async def test_loopback_without_authentication_says_so(tmp_path: Path) -> None:
 
 
 def test_token_command_issues_tokens_the_service_accepts(tmp_path: Path) -> None:
-    import jwt
-
     secret = "a-secret-of-at-least-thirty-two-bytes!"
     secret_file = tmp_path / "secret"
     secret_file.write_text(secret + "\n")
@@ -152,3 +155,22 @@ def test_token_command_issues_tokens_the_service_accepts(tmp_path: Path) -> None
     assert refused.returncode == 2 and "AUTH_JWT_SECRET" in refused.stderr
     short = run_cli("token", "--role", "client", "--sub", "x", env={"AUTH_JWT_SECRET": "short"})
     assert short.returncode == 2 and "at least 32 bytes" in short.stderr
+
+
+async def test_token_command_sets_the_issuer_and_audience_the_service_checks(
+    make_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "a-secret-of-at-least-thirty-two-bytes!"
+    checks = {"auth_jwt_issuer": "https://idp.example", "auth_jwt_audience": "orchestrator"}
+    monkeypatch.setenv("AUTH_JWT_SECRET", secret)
+    monkeypatch.setenv("AUTH_JWT_ISSUER", checks["auth_jwt_issuer"])
+    monkeypatch.setenv("AUTH_JWT_AUDIENCE", checks["auth_jwt_audience"])
+    assert main(["token", "--role", "viewer", "--sub", "ops", "--ttl", "1h"]) == 0
+    issued = capsys.readouterr().out.strip()
+    for configured in ({"auth_jwt_issuer": checks["auth_jwt_issuer"]}, checks):
+        client = await make_client(auth_jwt_secret=secret, **configured)
+        resp = await client.get("/api/jobs", headers={"Authorization": f"Bearer {issued}"})
+        assert resp.status == 200, await resp.json()
+    monkeypatch.delenv("AUTH_JWT_AUDIENCE")
+    assert main(["token", "--role", "viewer", "--sub", "ops"]) == 0
+    assert "aud" not in jwt.decode(capsys.readouterr().out.strip(), options={"verify_signature": False})

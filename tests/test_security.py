@@ -196,6 +196,30 @@ async def test_hostile_tokens_are_refused(secured: Client, make: Callable[[], st
     assert value not in body["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("exp", lambda: str(int(time.time()) + 600)),  # PyJWT takes a numeric string
+        ("exp", lambda: 10**400),  # too large for a float
+        ("exp", lambda: time.time() + 1e13),
+        ("nbf", lambda: "0"),
+        ("iat", lambda: True),
+    ],
+    ids=["exp-string", "exp-huge-int", "exp-far", "nbf-string", "iat-bool"],
+)
+async def test_time_claims_must_be_numbers(secured: Client, claim: str, value: Callable[[], Any]) -> None:
+    # A token whose exp the service cannot read as a time would open a socket that never closes.
+    claims = {"sub": "v", "role": "viewer", "exp": int(time.time()) + 600, claim: value()}
+    value_token = jwt.encode(claims, SECRET, algorithm="HS256")
+    resp = await secured.get("/api/jobs", headers=bearer(value_token))
+    body = await resp.json()
+    assert resp.status == 401, body
+    assert f"the '{claim}' claim must be a number" in body["error"]["message"]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await secured.ws_connect("/ws", headers=bearer(value_token))
+    assert refused.value.status == 401
+
+
 async def test_a_token_for_other_jobs_is_refused(secured: Client) -> None:
     limited = bearer(token("client", "c1", jobs=["study-*"]))
     for method, url, body in [

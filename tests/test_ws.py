@@ -141,8 +141,12 @@ async def test_origin_check(make_client: Callable[..., Any]) -> None:
     allowed = await make_client(ws_allowed_origins=("https://dash.example",))
     async with allowed.ws_connect("/ws", headers={"Origin": "https://dash.example"}) as ws:
         assert (await receive(ws))["type"] == "snapshot"
-    with pytest.raises(aiohttp.WSServerHandshakeError):
-        await allowed.ws_connect("/ws", headers={"Origin": f"http://{allowed.host}:{allowed.port}"})
+    # Listing other origins does not shut out the service's own pages (the dashboard).
+    async with allowed.ws_connect("/ws", headers={"Origin": f"http://{allowed.host}:{allowed.port}"}) as ws:
+        assert (await receive(ws))["type"] == "snapshot"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await allowed.ws_connect("/ws/jobs/j1", headers={"Origin": "https://evil.example"})
+    assert refused.value.status == 403
 
 
 async def test_connection_limit_and_plain_get(make_client: Callable[..., Any]) -> None:

@@ -15,15 +15,18 @@ from aiohttp.typedefs import Handler
 from orchestrator.errors import ApiError, Forbidden, Unauthorized
 from orchestrator.models import iso_ms
 from orchestrator.security.audit import log_entry
+from orchestrator.security.browsers import check_host, check_media_type, check_origin
 from orchestrator.security.policy import (
     ACCESS,
     ADMINS,
+    ANY_HOST,
     AUDIT_JOB,
     AUDIT_LOGGED,
     AUDIT_OUTCOME,
     AUDITED,
     PARTICIPANT_READS,
     PRINCIPAL,
+    SOCKET_ROUTES,
     require_job,
 )
 from orchestrator.security.tokens import ANONYMOUS, NOBODY, AuthError, Principal, principal_from
@@ -79,10 +82,13 @@ def client_ip(request: web.Request) -> str:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings: Settings = request.app[SETTINGS]
+    key = route_key(request)
+    # With or without authentication: a DNS-rebinding page names its own host (security.browsers).
+    if key not in ANY_HOST:
+        check_host(request, settings)
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         return preflight(request, settings)
     enabled = request.app[AUTHENTICATOR].enabled
-    key = route_key(request)
     # A route the table does not name is for admins only (deny by default).
     rule = ACCESS.get(key, ADMINS) if key is not None else None
     who = ANONYMOUS if not enabled else NOBODY
@@ -90,6 +96,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     status = 500
     rate_checked = False
     try:
+        if write:
+            check_origin(request, settings.cors_allowed_origins, "CORS_ALLOWED_ORIGINS")
+        elif key in SOCKET_ROUTES:
+            check_origin(request, settings.ws_allowed_origins, "WS_ALLOWED_ORIGINS")
         if rule is not None and enabled:
             who = await identify(request)
             if who.role not in rule:
@@ -107,6 +117,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                             f"Client {who.sub} takes no part in job {job_id}", code="not_a_participant", jobId=job_id
                         )
         request[PRINCIPAL] = who
+        if write:
+            assert key is not None
+            check_media_type(request, key)
         if write and key != _UPDATE:
             rate_checked = True
             await check_rate(request, settings, who)

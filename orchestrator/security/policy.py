@@ -45,6 +45,22 @@ ACCESS: dict[tuple[str, str], frozenset[str] | None] = {
     ("POST", "/api/jobs/{jobId}/deliveries/retry"): ADMINS,
     ("GET", "/api/audit"): ADMINS,
 }
+JSON = "application/json"
+# (method, route) -> the media types a write's body may be (JSON also as application/*+json); a write the
+# table does not name takes JSON. A write without a body may leave Content-Type out, but never send
+# another type: what an HTML form of any site may post (text/plain, urlencoded, multipart) is refused.
+BODY_TYPES: dict[tuple[str, str], frozenset[str]] = {
+    ("POST", "/api/update"): frozenset({JSON, "application/octet-stream"}),
+    ("POST", "/api/jobs/{jobId}/keys"): frozenset({JSON}),
+    ("POST", "/api/jobs/{jobId}/cancel"): frozenset({JSON}),
+    ("POST", "/api/jobs/{jobId}/deliveries/retry"): frozenset({JSON}),
+    ("POST", "/api/smpc/callback/{jobId}"): frozenset({JSON}),
+    ("POST", "/api/ws-ticket"): frozenset({JSON}),
+}
+# WebSocket handshakes: a browser's Origin is checked on them as on writes (WS_ALLOWED_ORIGINS).
+SOCKET_ROUTES = frozenset({("GET", "/ws"), ("GET", "/ws/jobs/{jobId}")})
+# Probes answer whatever Host they are sent with (a kubelet's names the pod's address); they tell nothing.
+ANY_HOST = frozenset({("GET", "/healthz"), ("GET", "/readyz")})
 # Routes where a client reads a job: it must take part in it.
 PARTICIPANT_READS = frozenset(
     {

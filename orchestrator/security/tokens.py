@@ -21,6 +21,7 @@ from orchestrator.validation import ID_PATTERN
 
 ROLES = ("client", "viewer", "admin")
 MAX_JOB_PATTERNS = 100
+_MAX_DATE = 1e12  # seconds since the epoch: some 30,000 years
 
 
 class AuthError(Exception):
@@ -88,6 +89,8 @@ class Authenticator:
             raise AuthError("bad signature") from None
         except jwt.InvalidTokenError as e:
             raise AuthError(f"invalid token: {e}") from None
+        for name in ("nbf", "iat"):
+            numeric_date(claims, name)
         return principal_from(claims)
 
 
@@ -101,9 +104,20 @@ def principal_from(claims: dict[str, Any]) -> Principal:
         isinstance(jobs, list) and len(jobs) <= MAX_JOB_PATTERNS and all(isinstance(j, str) and j for j in jobs)
     ):
         raise AuthError(f"the 'jobs' claim must be a list of at most {MAX_JOB_PATTERNS} job-id patterns")
-    exp = claims.get("exp")
-    expires_at = float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+    expires_at = numeric_date(claims, "exp")
     return Principal(sub, str(role), None if jobs is None else tuple(jobs), expires_at=expires_at)
+
+
+def numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """A time claim as epoch seconds (None when absent). PyJWT takes a numeric string ("9999999999") for
+    `exp`: the token would be valid while its WebSocket, not knowing when it expires, stayed open forever."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    # Compared, not converted: an integer too large for a float must not raise (NaN compares false).
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not -_MAX_DATE < value < _MAX_DATE:
+        raise AuthError(f"the {name!r} claim must be a number of seconds since the epoch")
+    return float(value)
 
 
 def issue_token(
