@@ -54,6 +54,35 @@ redis.call('XDEL', KEYS[1], ARGV[3])
 return 1
 """
 
+# KEYS[1] stream  ARGV[1] group  ARGV[2] consumer
+# Delete the consumer from the group if it has nothing pending (deleting it would drop its pending entries,
+# which another worker must be able to take over). Returns 1 if deleted, else 0.
+_LEAVE_IF_IDLE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
+  return 0
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1] stream  ARGV[1] group  ARGV[2] idle ms  ARGV[3] this consumer
+# Delete every other consumer that has nothing pending and has not been heard of for longer than ARGV[2]
+# ms (a process that stopped without leaving the group). Returns the names deleted.
+_REAP_IDLE = """
+local reaped = {}
+for _, fields in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #fields, 2 do
+    info[fields[i]] = fields[i + 1]
+  end
+  if info['name'] ~= ARGV[3] and tonumber(info['pending']) == 0 and tonumber(info['idle']) > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    table.insert(reaped, info['name'])
+  end
+end
+return reaped
+"""
+
 
 class WorkQueue:
     """A stream of work and one consumer group over it (the aggregation queue by default)."""
@@ -67,6 +96,8 @@ class WorkQueue:
         self._cursor = "0-0"
         self._keep = store.redis.register_script(_KEEP_IF_OWNED)
         self._done = store.redis.register_script(_DONE_IF_OWNED)
+        self._leave = store.redis.register_script(_LEAVE_IF_IDLE)
+        self._reap = store.redis.register_script(_REAP_IDLE)
 
     async def ensure_group(self) -> None:
         async with self.store.guard("queue"):
@@ -113,6 +144,29 @@ class WorkQueue:
         async with self.store.guard("queue"):
             return bool(await self._done(keys=[self.stream], args=[self.group, self.consumer, entry_id]))
 
+    async def leave(self) -> bool:
+        """Delete this consumer from the group if it has nothing pending (on a clean shutdown: membership
+        would otherwise grow by one consumer per process lifetime). False when it keeps pending entries."""
+        async with self.store.guard("queue"):
+            try:
+                return bool(await self._leave(keys=[self.stream], args=[self.group, self.consumer]))
+            except ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                return False
+
+    async def reap_idle_consumers(self, min_idle_ms: int) -> list[str]:
+        """Delete the other consumers with nothing pending that have been silent for ``min_idle_ms`` (their
+        process ended without leaving); their names."""
+        async with self.store.guard("queue"):
+            try:
+                reaped = await self._reap(keys=[self.stream], args=[self.group, min_idle_ms, self.consumer])
+            except ResponseError as e:
+                if "NOGROUP" not in str(e) and "no such key" not in str(e):
+                    raise
+                return []
+        return [str(name) for name in reaped]
+
 
 class QueueWorkers:
     """Up to ``slots`` handlers at once over a WorkQueue: its new entries, and entries another worker
@@ -128,6 +182,11 @@ class QueueWorkers:
         self.claim_idle = claim_idle
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self._slot = asyncio.Event()
+        # A consumer silent this long with nothing pending is one whose process ended without leaving the
+        # group (killed, say): removed, so that membership does not grow forever. Generous, as a live
+        # worker's reads keep it fresh and a deleted one is recreated by its next read anyway.
+        self.reap_idle = max(claim_idle * 10, 3600.0)
+        self.reap_interval = 600.0
 
     def key(self, entry_id: str, fields: dict[str, str]) -> str:
         """What may only be handled once at a time in this process (the entry, by default)."""
@@ -150,7 +209,7 @@ class QueueWorkers:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; then stop the loops, give the handlers under way
         ``shutdown_grace`` seconds, and cancel what is left."""
-        loops = list(self.extra_loops(stop))
+        loops = [*self.extra_loops(stop), self._reap_loop(stop)]
         if self.slots > 0:
             loops += [self._read_loop(stop), self._claim_loop(stop)]
         tasks = [asyncio.create_task(loop) for loop in loops]
@@ -161,6 +220,32 @@ class QueueWorkers:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.stop_inflight(self.shutdown_grace)
+            if self.slots > 0:
+                await self._leave()
+
+    async def _leave(self) -> None:
+        try:
+            if not await self.queue.leave():
+                logger.info("Leaving the %s group with entries pending, for another worker to take over", self.what)
+        except StoreUnavailable as e:
+            logger.warning("Could not leave the %s group (%s); it is reaped later", self.what, e)
+
+    async def _reap_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                reaped = await self.queue.reap_idle_consumers(int(self.reap_idle * 1000))
+                if reaped:
+                    logger.info(
+                        "Removed %d silent %s consumer(s) with nothing pending: %s",
+                        len(reaped),
+                        self.what,
+                        ", ".join(reaped[:10]) + (", ..." if len(reaped) > 10 else ""),
+                    )
+            except StoreUnavailable as e:
+                logger.warning("Reaping silent %s consumers failed (%s)", self.what, e)
+            except Exception:
+                logger.exception("Reaping silent %s consumers failed", self.what)
+            await pause(stop, self.reap_interval)
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
