@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from orchestrator.app import create_app
 from orchestrator.outbound import BodyTooLarge, read_body
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, SettingsError
 from tests.fake_coordinator import FakeCoordinator
 
 Client = TestClient[Any, Any]
@@ -133,3 +133,10 @@ async def test_read_body_reads_everything_up_to_the_limit(aiohttp_server: Callab
                 await read_body(resp, len(body) - 1)
         async with session.get(server.make_url("/")) as resp:
             assert await read_body(resp, 1000, truncate=True) == body[:1000]
+
+
+def test_max_result_bytes_is_a_setting() -> None:
+    assert Settings.from_env({}).smpc_max_result_bytes == 32 * 1024 * 1024
+    assert Settings.from_env({"MAX_RESULT_BYTES": "65536"}).smpc_max_result_bytes == 65536
+    with pytest.raises(SettingsError, match="MAX_RESULT_BYTES"):
+        Settings.from_env({"MAX_RESULT_BYTES": "12"})
