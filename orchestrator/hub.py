@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -25,6 +26,9 @@ from orchestrator.aio import first, pause
 from orchestrator.store import UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+# Shared reads kept (orchestrator.hub.EventHub.shared) before the finished ones are dropped.
+_MAX_SHARED = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ class Subscription:
     # The listener session this subscriber last caught up in: None before its first catch-up, 0 when
     # it caught up while the listener was not subscribed.
     session: int | None = None
+    # When it subscribed, on the hub's clock (EventHub.shared).
+    joined: int = 0
 
     def offer(self, item: QueueItem) -> None:
         if self.overflowed:
@@ -62,6 +68,23 @@ class Subscription:
             self.overflowed = True
             if self.on_overflow is not None:
                 self.on_overflow()
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedRead:
+    session: int | None
+    started: int  # on the hub's clock
+    task: asyncio.Future[Any]
+
+    def usable_by(self, sub: Subscription) -> bool:
+        if self.session != sub.session or self.started < sub.joined:
+            return False
+        return not self.task.done() or (not self.task.cancelled() and self.task.exception() is None)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a read nobody waits for any more must not be reported as unhandled
 
 
 class _Unresponsive(Exception):
@@ -94,6 +117,9 @@ class EventHub:
         self.session = 0
         self._reconnected = False
         self.reconnects = 0
+        # A logical clock ordering subscriptions and the reads they may share.
+        self._clock = itertools.count(1)
+        self._shared: dict[str, _SharedRead] = {}
 
     @property
     def subscriber_count(self) -> int:
@@ -102,7 +128,7 @@ class EventHub:
     @contextlib.contextmanager
     def subscribe(self, job_id: str | None, on_overflow: Callable[[], None] | None = None) -> Iterator[Subscription]:
         """A subscription to one job's events (or every job's, with None), removed on exit."""
-        sub = Subscription(job_id, asyncio.Queue(self.queue_size), on_overflow)
+        sub = Subscription(job_id, asyncio.Queue(self.queue_size), on_overflow, joined=next(self._clock))
         group = self._all if job_id is None else self._by_job.setdefault(job_id, set())
         group.add(sub)
         self._wanted.set()
@@ -123,6 +149,23 @@ class EventHub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.connected.wait(), wait)
         sub.session = self.session if self.connected.is_set() else 0
+
+    async def shared(self, sub: Subscription, name: str, read: Callable[[], Awaitable[T]]) -> T:
+        """What ``read()`` returns, or what the same read (by ``name``) another subscriber started returned,
+        when that tells ``sub`` all it needs: it started after ``sub`` subscribed (what changed before is in
+        it, what changed since is in the queue of ``sub``) and in the session ``sub`` caught up in. Sockets
+        that re-sync at once after the listener reconnected (or connect at once) thus read Redis once
+        between them. Only for a catch-up that no queued event waits on: one filling a gap before an event
+        it has taken from the queue needs a read that started after that event was published."""
+        shared = self._shared.get(name)
+        if shared is None or not shared.usable_by(sub):
+            if len(self._shared) >= _MAX_SHARED:
+                self._shared = {k: v for k, v in self._shared.items() if not v.task.done()}
+            task = asyncio.ensure_future(read())
+            task.add_done_callback(_retrieve)
+            shared = self._shared[name] = _SharedRead(sub.session, next(self._clock), task)
+        # Shielded: a socket closing while it waits must not cancel the read of the others.
+        return await asyncio.shield(shared.task)
 
     def dispatch(self, raw: str) -> None:
         if not self._all and not self._by_job:

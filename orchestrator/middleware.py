@@ -12,7 +12,7 @@ from aiohttp.typedefs import Handler
 from orchestrator.errors import ApiError
 from orchestrator.logconfig import log_access
 from orchestrator.security.guard import add_headers
-from orchestrator.store import StoreUnavailable
+from orchestrator.store import StoreRefused, StoreUnavailable
 from orchestrator.typedefs import METRICS, SETTINGS
 from orchestrator.waits import redis_wait_scope
 
@@ -43,6 +43,17 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ApiError as e:
         logger.warning("%s %s -> %d %s: %s", request.method, request.rel_url.raw_path, e.status, e.code, e.message)
         response = web.json_response(e.body(), status=e.status, headers=e.headers)
+    except StoreRefused as e:
+        # Logged once per episode by the store (orchestrator.refusals), not once per request.
+        retry_after = request.app[SETTINGS].retry_after_seconds
+        response = error_response(
+            503,
+            "redis_refused",
+            f"{e.meaning}: the job store refuses this request for now; retry it (it is safe to repeat).",
+            headers={"Retry-After": str(retry_after)},
+            retryAfter=retry_after,
+            redisError=e.code,
+        )
     except StoreUnavailable as e:
         retry_after = request.app[SETTINGS].retry_after_seconds
         logger.error("%s %s: %s", request.method, request.rel_url.raw_path, e)

@@ -110,6 +110,11 @@ class ClientReport:
     reported_at_ms: int
 
 
+# What a job's summary (serializers.job_summary) shows: all that listings and the /ws snapshot read of a job,
+# never its schema or result, which may be megabytes.
+SUMMARY_FIELDS = ("jobId", "status", "totalClients", "doneCount", "createdAt", "updatedAt", "version")
+
+
 @dataclass
 class Job:
     job_id: str
@@ -155,6 +160,12 @@ class Job:
             max_rows=_int_or_none(raw.get("maxRows")),
             key_count=int(raw.get("keyCount") or 0),
         )
+
+    @classmethod
+    def summary_from_redis(cls, values: list[str | None]) -> Job | None:
+        """A job with its SUMMARY_FIELDS only (as HMGET returns them), or None if it has none."""
+        raw = {name: value for name, value in zip(SUMMARY_FIELDS, values, strict=True) if value is not None}
+        return cls.from_redis(raw) if "jobId" in raw and "totalClients" in raw else None
 
     @property
     def percentage(self) -> float:

@@ -28,7 +28,9 @@ _ERROR = _json(_ref("Error"), "The request was refused; `error.code` says why.")
 _UNAVAILABLE = _json(
     _ref("Error"),
     "Redis is unreachable, or did not answer within REDIS_TIMEOUT (a request waits for it once, not once "
-    "per operation); safe to retry after Retry-After.",
+    "per operation) (`redis_unavailable`); or Redis answers but refuses writes (`redis_refused`, with "
+    "`redisError`: OOM, READONLY, MISCONF, NOREPLICAS, BUSY, LOADING or MASTERDOWN): nothing was stored. Safe "
+    "to retry after Retry-After.",
     _RETRY_AFTER,
 )
 _JOB_ID_PARAM = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}

@@ -618,3 +618,17 @@ for i = 1, #records, 2 do
 end
 return queued
 """
+
+# Reads run at one moment, as a MULTI of them would, yet served while Redis refuses writes: out of memory, it
+# refuses every command queued in a MULTI, reads included, but runs a script until its first write.
+# KEYS the key of each read  ARGV per read: its command (a read), how many arguments follow its key, those
+# Returns the replies of the reads, in order.
+READ = """
+local replies, at = {}, 1
+for i, key in ipairs(KEYS) do
+  local command, count = ARGV[at], tonumber(ARGV[at + 1])
+  replies[i] = redis.call(command, key, unpack(ARGV, at + 2, at + 1 + count))
+  at = at + 2 + count
+end
+return replies
+"""

@@ -11,14 +11,25 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import scripts
 from orchestrator.errors import JobNotFound
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
-from orchestrator.models import Actor, Attempt, Job, JobStatus, UpdateOutcome, UpdateRequest, UpdateResult, iso_ms
+from orchestrator.models import (
+    SUMMARY_FIELDS,
+    Actor,
+    Attempt,
+    Job,
+    JobStatus,
+    UpdateOutcome,
+    UpdateRequest,
+    UpdateResult,
+    iso_ms,
+)
+from orchestrator.refusals import REFUSALS, RefusalLog, refusal_code, said
 from orchestrator.waits import note_failure, waited_recently
 
 # A Redis key lives this much longer than the job TTL, so the janitor (which announces the expiry)
@@ -27,11 +38,27 @@ _KEY_TTL_GRACE_MS = 3600 * 1000
 _LIST_BATCH = 200
 _EXPIRE_BATCH = 500
 
+# What read_atomically runs: reads only.
+_READS = frozenset({"HGET", "HGETALL", "HMGET", "LRANGE"})
+
 UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TimeoutError, OSError)
 
 
 class StoreUnavailable(Exception):
     """Redis could not be reached or did not answer within the configured timeout."""
+
+
+class StoreRefused(StoreUnavailable):
+    """Redis answered but refused the command for a state of its own (out of memory, read-only, ...:
+    orchestrator.refusals); ``code`` is the code it replied with."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def meaning(self) -> str:
+        return REFUSALS[self.code]
 
 
 _NOBODY = Actor()
@@ -45,6 +72,11 @@ def schema_digest(schema_json: str | None) -> str:
     """What the scripts compare schemas by: loading a large stored schema on every update would cost more
     than the update."""
     return hashlib.sha1(schema_json.encode(), usedforsecurity=False).hexdigest() if schema_json else ""
+
+
+def pairs(flat: list[str]) -> dict[str, str]:
+    """A hash as a script returns it (field, value, field, value, ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class JobStore:
@@ -74,6 +106,7 @@ class JobStore:
         self.audit_max_entries = audit_max_entries
         # What one call may wait for Redis (connections.create_redis): a request waits that long once.
         self.redis_timeout = redis_timeout
+        self.refusals = RefusalLog()
         self._update = redis.register_script(
             scripts.update_script(
                 ttl_ms=self.job_ttl_ms + _KEY_TTL_GRACE_MS,
@@ -84,6 +117,7 @@ class JobStore:
             )
         )
         self._expire = redis.register_script(scripts.EXPIRE)
+        self._read = redis.register_script(scripts.READ)
         self._finish = redis.register_script(scripts.FINISH)
         self._cancel = redis.register_script(scripts.CANCEL)
         self._start_attempt = redis.register_script(scripts.START_ATTEMPT)
@@ -107,12 +141,35 @@ class JobStore:
         started = time.perf_counter()
         try:
             yield
-        except UNAVAILABLE_ERRORS as e:
+        except (*UNAVAILABLE_ERRORS, ResponseError) as e:
+            refused = e if isinstance(e, (ResponseError, RedisConnectionError)) else None
+            code = refusal_code(refused) if refused is not None else None
+            if code is None and not isinstance(e, UNAVAILABLE_ERRORS):
+                raise  # a script's own error, a wrong type: a bug, for the error middleware to log
             note_failure(time.perf_counter() - started, self.redis_timeout)
             self.metrics.redis_errors.labels(operation).inc()
+            if refused is not None and code is not None:
+                text = said(refused)
+                self.refusals.refused(operation, code, text)
+                raise StoreRefused(f"Redis refused {operation}: {text}", code) from e
             raise StoreUnavailable(f"Redis unavailable during {operation}: {e.__class__.__name__}: {e}") from e
+        else:
+            if self.refusals.active:
+                self.refusals.accepted(operation)
         finally:
             self.metrics.observe_redis(operation, time.perf_counter() - started)
+
+    async def read_atomically(self, *reads: tuple[str, str, *tuple[str | int, ...]]) -> list[Any]:
+        """The replies of read commands, each (command, key, *arguments), run at one moment like a MULTI of
+        them, but answered while Redis refuses writes (scripts.READ). Call it inside guard()."""
+        keys: list[str] = []
+        args: list[str | int] = []
+        for command, key, *rest in reads:
+            if command not in _READS:
+                raise ValueError(f"{command} is not one of the reads {sorted(_READS)}")
+            keys.append(key)
+            args += [command, len(rest), *rest]
+        return cast(list[Any], await self._read(keys=keys, args=args))
 
     def _change_args(self) -> list[str | int]:
         """The ARGV tail every state-changing script takes: now (epoch ms), now (ISO), key TTL (ms),
@@ -348,11 +405,15 @@ class JobStore:
 
     async def get_job(self, job_id: str) -> Job:
         """The job with its clients and the time each reported; JobNotFound if there is none."""
-        async with self.guard("get_job"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.job(job_id))
-            pipe.hgetall(self.keys.client_times(job_id))
-            pipe.hgetall(self.keys.deliveries(job_id))
-            raw, times, deliveries = await pipe.execute()
+        async with self.guard("get_job"):
+            raw, times, deliveries = map(
+                pairs,
+                await self.read_atomically(
+                    ("HGETALL", self.keys.job(job_id)),
+                    ("HGETALL", self.keys.client_times(job_id)),
+                    ("HGETALL", self.keys.deliveries(job_id)),
+                ),
+            )
         if not raw:
             raise JobNotFound(job_id)
         job = Job.from_redis(raw, times)
@@ -407,7 +468,8 @@ class JobStore:
     async def list_jobs(
         self, *, status: JobStatus | None, limit: int, cursor: tuple[int, str] | None
     ) -> tuple[list[Job], tuple[int, str] | None]:
-        """Jobs newest first, ``limit`` at a time; the cursor is (createdAt ms, jobId) of the last one seen."""
+        """Jobs newest first, ``limit`` at a time, with their summary fields only (Job.summary_from_redis); the
+        cursor is (createdAt ms, jobId) of the last one seen."""
         index = self.keys.jobs_by_status(status) if status else self.keys.jobs_by_created
         picked: list[tuple[str, int]] = []
         async with self.guard("list_jobs"):
@@ -431,13 +493,20 @@ class JobStore:
             page, more = picked[:limit], len(picked) > limit
             async with self.redis.pipeline(transaction=False) as pipe:
                 for job_id, _ in page:
-                    pipe.hgetall(self.keys.job(job_id))
-                raws: list[dict[str, str]] = await pipe.execute()
+                    pipe.hmget(self.keys.job(job_id), SUMMARY_FIELDS)
+                rows: list[list[str | None]] = await pipe.execute()
         # An expired job may linger in an index until the janitor passes, and a job whose keys a Redis TTL
         # removed may have come back under the same id in another status: leave both out.
-        jobs = [job for job in (Job.from_redis(raw) for raw in raws if raw) if status is None or job.status is status]
+        summaries = (Job.summary_from_redis(row) for row in rows)
+        jobs = [job for job in summaries if job is not None and (status is None or job.status is status)]
         next_cursor = (page[-1][1], page[-1][0]) if more and page else None
         return jobs, next_cursor
+
+    async def job_summary(self, job_id: str) -> Job | None:
+        """The job with its summary fields only (no schema, result or clients), or None if there is none."""
+        async with self.guard("job_summary"):
+            row = cast(list[str | None], await self.redis.hmget(self.keys.job(job_id), SUMMARY_FIELDS))
+        return Job.summary_from_redis(row)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         async with self.guard("count_by_status"), self.redis.pipeline(transaction=False) as pipe:
@@ -480,10 +549,10 @@ class JobStore:
     async def events_since(self, job_id: str, since: int) -> list[tuple[int, str]] | None:
         """The job's events after version ``since`` as (version, JSON text), oldest first; None when
         the retained history no longer reaches back that far (the caller then needs a snapshot)."""
-        async with self.guard("events"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(self.keys.job(job_id), "version")
-            pipe.lrange(self.keys.events(job_id), 0, -1)
-            current, raw = await pipe.execute()
+        async with self.guard("events"):
+            current, raw = await self.read_atomically(
+                ("HGET", self.keys.job(job_id), "version"), ("LRANGE", self.keys.events(job_id), 0, -1)
+            )
         if current is None or since > int(current):
             return None
         events = [(int(json.loads(item)["version"]), item) for item in raw]

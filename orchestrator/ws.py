@@ -25,7 +25,7 @@ from orchestrator.models import Job, iso_ms
 from orchestrator.security.policy import principal
 from orchestrator.serializers import job_detail, job_summary
 from orchestrator.settings import Settings
-from orchestrator.store import JobStore, StoreUnavailable, now_ms
+from orchestrator.store import JobStore, StoreRefused, StoreUnavailable, now_ms
 from orchestrator.typedefs import HUB, SETTINGS, SOCKETS, STORE
 from orchestrator.validation import validate_id
 
@@ -208,7 +208,8 @@ async def _retrying(ws: Outbox, read: Callable[..., Awaitable[T]], *args: Any) -
         try:
             return await read(*args)
         except StoreUnavailable as e:
-            logger.warning("WebSocket catch-up waiting for Redis: %s", e)
+            if not isinstance(e, StoreRefused):  # a refusal is logged by the store, once per episode
+                logger.warning("WebSocket catch-up waiting for Redis: %s", e)
             if ws.closed:
                 raise ConnectionError("socket closed") from e
             await asyncio.sleep(_CATCH_UP_RETRY)
@@ -229,13 +230,13 @@ class JobFeed:
 
     async def run(self, ws: Outbox, sub: Subscription) -> None:
         await self.hub.ready(sub, _READY_WAIT)
-        last = await self.catch_up(ws, self.since)
+        last = await self.catch_up(ws, self.since, sub)
         while True:
             item = await sub.queue.get()
             if item is RESYNC:
                 # The listener subscribed anew: send the state afresh rather than trust the gap is empty.
                 await self.hub.ready(sub, _READY_WAIT)
-                last = await self.catch_up(ws, None)
+                last = await self.catch_up(ws, None, sub)
                 continue
             assert isinstance(item, Event)
             if item.version <= last:
@@ -252,15 +253,20 @@ class JobFeed:
                 await _close(ws.ws, WSCloseCode.OK, b"job expired")
                 return
 
-    async def catch_up(self, ws: Outbox, since: int | None) -> int:
-        """Send what the client lacks after ``since``; returns the last version it now has."""
+    async def catch_up(self, ws: Outbox, since: int | None, sub: Subscription | None = None) -> int:
+        """Send what the client lacks after ``since``; returns the last version it now has. With ``sub`` (no
+        event taken from its queue waits on this), the job may be read once for every socket catching up on
+        it at once (EventHub.shared)."""
         if since is not None:
             missed = await _retrying(ws, self.store.events_since, self.job_id, since)
             if missed is not None:
                 for _, raw in missed:
                     await ws.text(raw)
                 return missed[-1][0] if missed else since
-        job = await _retrying(ws, self.store.find_job, self.job_id)
+        if sub is not None:
+            job = await _retrying(ws, self.hub.shared, sub, f"job:{self.job_id}", self._read)
+        else:
+            job = await _retrying(ws, self.store.find_job, self.job_id)
         self.gone = job is None
         version = job.version if job else 0
         await ws.json(
@@ -273,6 +279,9 @@ class JobFeed:
             }
         )
         return version
+
+    async def _read(self) -> Job | None:
+        return await self.store.find_job(self.job_id)
 
 
 class AllFeed:
@@ -290,12 +299,12 @@ class AllFeed:
 
     async def run(self, ws: Outbox, sub: Subscription) -> None:
         await self.hub.ready(sub, _READY_WAIT)
-        await self.snapshot(ws)
+        await self.snapshot(ws, sub)
         while True:
             item = await sub.queue.get()
             if item is RESYNC:
                 await self.hub.ready(sub, _READY_WAIT)
-                await self.snapshot(ws)
+                await self.snapshot(ws, sub)
                 continue
             assert isinstance(item, Event)
             if self.allow is not None and not self.allow(item.job_id):
@@ -325,7 +334,7 @@ class AllFeed:
         await self.send_job(ws, job_id, previous)
 
     async def send_job(self, ws: Outbox, job_id: str, fallback_version: int) -> None:
-        job = await _retrying(ws, self.store.find_job, job_id)
+        job = await _retrying(ws, self.store.job_summary, job_id)
         version = job.version if job else fallback_version
         message = {"type": "job.snapshot", "jobId": job_id, "version": version, "at": iso_ms(now_ms())}
         await ws.json({**message, "job": job_summary(job) if job else None})
@@ -337,14 +346,16 @@ class AllFeed:
         if len(self.last) > _MAX_TRACKED_JOBS:
             self.last.popitem(last=False)
 
-    async def _recent(self) -> tuple[list[Job], Any]:
-        return await self.store.list_jobs(status=None, limit=self.snapshot_jobs, cursor=None)
+    async def _recent(self) -> list[dict[str, Any]]:
+        jobs, _ = await self.store.list_jobs(status=None, limit=self.snapshot_jobs, cursor=None)
+        return [job_summary(job) for job in jobs]
 
-    async def snapshot(self, ws: Outbox) -> None:
-        jobs, _ = await _retrying(ws, self._recent)
+    async def snapshot(self, ws: Outbox, sub: Subscription) -> None:
+        # Read (and shaped) once for every socket of this process that catches up at once (EventHub.shared).
+        jobs = await _retrying(ws, self.hub.shared, sub, f"recent:{self.snapshot_jobs}", self._recent)
         if self.allow is not None:
-            jobs = [job for job in jobs if self.allow(job.job_id)]
+            jobs = [job for job in jobs if self.allow(job["jobId"])]
         self.last.clear()
         for job in reversed(jobs):
-            self._seen(job.job_id, job.version)
-        await ws.json({"type": "snapshot", "at": iso_ms(now_ms()), "jobs": [job_summary(job) for job in jobs]})
+            self._seen(job["jobId"], job["version"])
+        await ws.json({"type": "snapshot", "at": iso_ms(now_ms()), "jobs": jobs})

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -155,6 +157,24 @@ class RedisServerProcess:
             self.proc.kill()
             self.proc.wait(5)
         self.proc = None
+
+
+async def fill_to_maxmemory(url: str, maxmemory: str = "1mb") -> int:
+    """Make the PRIVATE Redis at ``url`` refuse writes the way a full one does (OOM): cap it at ``maxmemory``
+    with no eviction and write filler keys until it refuses one; returns how many it took. CONFIG SET
+    maxmemory 0 lifts it."""
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", maxmemory)
+        for n in range(10_000):
+            try:
+                await client.set(f"filler:{n}", "x" * 16_384)
+            except OutOfMemoryError:
+                return n
+        raise RuntimeError(f"Redis at {url} took 10,000 filler keys without refusing one")
+    finally:
+        await client.aclose()
 
 
 # The schemas real clients send (detailed) and the one the original README shows (short).

@@ -9,7 +9,7 @@ from redis.client import NEVER_DECODE
 
 from orchestrator import scripts
 from orchestrator.models import JobStatus, KeyRequest, KeyResult
-from orchestrator.store import JobStore, now_ms, schema_digest
+from orchestrator.store import JobStore, now_ms, pairs, schema_digest
 
 
 class MissingVector(LookupError):
@@ -58,14 +58,15 @@ class VectorStore:
 
     async def key_round(self, job_id: str) -> tuple[dict[str, str], dict[str, str]] | None:
         """The job's fields the key round needs, and its public keys (clientId -> base64); None if no job."""
-        async with self.store.guard("keys"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(self.keys.job(job_id), "totalClients", "status", "aggregation", "version", "maxRows")
-            pipe.hgetall(self.keys.public_keys(job_id))
-            fields, public_keys = await pipe.execute()
+        async with self.store.guard("keys"):
+            fields, public_keys = await self.store.read_atomically(
+                ("HMGET", self.keys.job(job_id), "totalClients", "status", "aggregation", "version", "maxRows"),
+                ("HGETALL", self.keys.public_keys(job_id)),
+            )
         if fields[0] is None:
             return None
         names = ("totalClients", "status", "aggregation", "version", "maxRows")
-        return {n: v or "" for n, v in zip(names, fields, strict=True)}, cast(dict[str, str], public_keys)
+        return {n: v or "" for n, v in zip(names, fields, strict=True)}, pairs(public_keys)
 
     async def max_rows(self, job_id: str) -> int | None:
         async with self.store.guard("vector"):

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
 
 from orchestrator.errors import ApiError, Forbidden, Unauthorized
 from orchestrator.models import iso_ms
@@ -31,7 +32,7 @@ from orchestrator.security.policy import (
 )
 from orchestrator.security.tokens import ANONYMOUS, NOBODY, AuthError, Principal, principal_from
 from orchestrator.settings import Settings
-from orchestrator.store import JobStore, StoreUnavailable, now_ms
+from orchestrator.store import JobStore, StoreRefused, StoreUnavailable, now_ms
 from orchestrator.typedefs import AUDIT, AUTHENTICATOR, SETTINGS, STORE
 
 logger = logging.getLogger("orchestrator.security")
@@ -210,10 +211,16 @@ def audit_entry(request: web.Request, who: Principal, status: int) -> dict[str, 
 
 
 async def record(request: web.Request, entry: dict[str, str]) -> None:
+    """Store the audit entry of a request already answered: whatever happens here must not change the answer
+    (the entry is in the log already, log_entry)."""
     try:
         await request.app[AUDIT].record(entry)
+    except StoreRefused as e:
+        logger.debug("Audit entry not stored (%s): %s", e, entry)  # the store logs the episode, once
     except StoreUnavailable as e:
         logger.warning("Audit entry not stored (%s): %s", e, entry)
+    except RedisError:
+        logger.exception("Audit entry not stored: %s", entry)
 
 
 def preflight(request: web.Request, settings: Settings) -> web.Response:
