@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -346,16 +347,31 @@ class AllFeed:
         if len(self.last) > _MAX_TRACKED_JOBS:
             self.last.popitem(last=False)
 
-    async def _recent(self) -> list[dict[str, Any]]:
+    async def _recent(self) -> RecentJobs:
         jobs, _ = await self.store.list_jobs(status=None, limit=self.snapshot_jobs, cursor=None)
-        return [job_summary(job) for job in jobs]
+        return RecentJobs([job_summary(job) for job in jobs])
 
     async def snapshot(self, ws: Outbox, sub: Subscription) -> None:
-        # Read (and shaped) once for every socket of this process that catches up at once (EventHub.shared).
-        jobs = await _retrying(ws, self.hub.shared, sub, f"recent:{self.snapshot_jobs}", self._recent)
-        if self.allow is not None:
-            jobs = [job for job in jobs if self.allow(job["jobId"])]
+        # Read, shaped and encoded once for every socket of this process that catches up at once.
+        recent = await _retrying(ws, self.hub.shared, sub, f"recent:{self.snapshot_jobs}", self._recent)
+        jobs = recent.jobs if self.allow is None else [job for job in recent.jobs if self.allow(job["jobId"])]
         self.last.clear()
         for job in reversed(jobs):
             self._seen(job["jobId"], job["version"])
-        await ws.json({"type": "snapshot", "at": iso_ms(now_ms()), "jobs": jobs})
+        at = iso_ms(now_ms())
+        if self.allow is None:
+            await ws.text(f'{{"type": "snapshot", "at": "{at}", "jobs": {recent.encoded}}}')
+        else:
+            await ws.json({"type": "snapshot", "at": at, "jobs": jobs})
+
+
+class RecentJobs:
+    """The /ws snapshot's jobs (summaries, newest first), shared by the sockets that catch up at once
+    (EventHub.shared), and encoded once for all of them that send every one."""
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        self.jobs = jobs
+
+    @functools.cached_property
+    def encoded(self) -> str:
+        return json.dumps(self.jobs)
