@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,52 @@ async def test_script_errors_that_are_not_refusals_stay_bugs(real_redis: aioredi
         async with store.guard("test"):
             await real_redis.hget(f"{prefix}s", "f")
     assert not store.refusals.active
+
+
+async def test_busy_script_refuses_reads_too(
+    aiohttp_client: Callable[..., Any],
+    private_redis: RedisServerProcess,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = await start(aiohttp_client, private_redis.url, tmp_path)
+    assert (await update(client, "a", "c1")).status == 200
+    admin = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    blocker = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    try:
+        await admin.config_set("busy-reply-threshold", 50)
+        spin = "local t = redis.call('TIME')[1] while redis.call('TIME')[1] - t < 2 do end return 1"
+        busy = asyncio.create_task(blocker.eval(spin, 0))
+        await asyncio.sleep(0.3)
+        caplog.clear()
+        for _ in range(3):
+            await assert_refused(await update(client, "a", "c2"), "BUSY")
+            await assert_refused(await client.get("/api/job-status/a"), "BUSY")
+        assert (await client.get("/healthz")).status == 200
+        assert len(lines(caplog, REFUSES)) == 1
+        assert await busy == 1
+        await assert_job_a_unchanged(client)
+        assert len(lines(caplog, ACCEPTS)) == 1
+    finally:
+        await blocker.aclose()
+        await admin.aclose()
+
+
+def test_an_episode_is_logged_when_it_starts_while_it_lasts_and_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    from orchestrator.refusals import RefusalLog
+
+    log = RefusalLog(relog_seconds=0.05)
+    for _ in range(5):
+        log.refused("update", "OOM", "OOM command not allowed")
+    assert len(caplog.records) == 1
+    log.accepted("get_job")  # a read working says nothing of the writes
+    assert log.active and len(caplog.records) == 1
+    time.sleep(0.06)
+    log.refused("audit", "OOM", "OOM command not allowed")
+    assert len(lines(caplog, "Redis still refuses commands (6 refused")) == 1
+    log.refused("audit", "READONLY", "READONLY You can't write against a read only replica.")
+    assert len(lines(caplog, REFUSES)) == 2  # another refusal: another episode
+    log.accepted("audit")
+    assert not log.active and len(lines(caplog, ACCEPTS)) == 1
+    log.accepted("audit")
+    assert len(caplog.records) == 4
