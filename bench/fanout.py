@@ -162,6 +162,8 @@ async def drive(args: argparse.Namespace) -> None:
         # All the load comes from one IP and a few client ids: the write limits would refuse it.
         "RATE_LIMIT_CLIENT_WRITES": "0",
         "RATE_LIMIT_IP_WRITES": "0",
+        # Thousands of sockets from this one address: the per-IP connection cap would refuse them.
+        "MAX_CONNECTIONS_PER_IP": "0",
         "LOG_LEVEL": "WARNING",
     }
     server = subprocess.Popen(

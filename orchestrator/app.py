@@ -20,6 +20,7 @@ from orchestrator.connections import create_redis
 from orchestrator.hub import EventHub
 from orchestrator.janitor import run_janitor
 from orchestrator.keys import Keys
+from orchestrator.looplag import watch_loop_lag
 from orchestrator.metrics import Metrics
 from orchestrator.middleware import observe
 from orchestrator.results.worker import DeliveryService
@@ -145,10 +146,20 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
         await asyncio.gather(*tasks, return_exceptions=True)
         await session.close()
 
+    async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(watch_loop_lag(app[METRICS].loop_lag, stop), name="loop-lag")
+        yield
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def close_sockets(app: web.Application) -> None:
         await app[SOCKETS].close_all()
 
     app[SOCKETS] = SocketRegistry()
+    app.cleanup_ctx.append(loop_lag_ctx)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(janitor_ctx)

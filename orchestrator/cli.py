@@ -17,7 +17,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from orchestrator import SERVICE_NAME, __version__
+from orchestrator import SERVICE_NAME, __version__, server
 from orchestrator.app import create_app
 from orchestrator.client import FINAL_STATUSES, OrchestratorClient, OrchestratorError
 from orchestrator.logconfig import configure_logging, shutdown_logging
@@ -313,14 +313,9 @@ def serve(args: argparse.Namespace) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            access_log=None,
-            print=None,
-            shutdown_timeout=10,
-        )
+        asyncio.run(server.serve(create_app(settings), settings.host, settings.port))
+    except KeyboardInterrupt:  # before the signal handlers are in place
+        pass
     finally:
         logger.info("Stopped")
         shutdown_logging()

@@ -84,6 +84,34 @@ class Metrics:
             "Jobs expired by this process's janitor.",
             registry=self.registry,
         )
+        # The connection edge (orchestrator/edge.py, protocol.py) and the event loop.
+        self.connections_open = Gauge(
+            "orchestrator_http_connections_open", "HTTP connections open on this process.", registry=self.registry
+        )
+        self.connections_refused = Counter(
+            "orchestrator_http_connections_refused",
+            "Connections refused, by reason (per_ip_limit, descriptors, accept_failed).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.read_timeouts = Counter(
+            "orchestrator_http_read_timeouts",
+            "Connections closed because a request's headers or body did not arrive in time, by phase.",
+            ["phase"],
+            registry=self.registry,
+        )
+        self.protocol_errors = Counter(
+            "orchestrator_http_protocol_errors",
+            "Requests refused before routing because they were malformed HTTP, by error code.",
+            ["code"],
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "orchestrator_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time it spent on something else, with every request waiting.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
 
         # labels() costs a lock and a dict lookup per call; these caches make it one dict lookup.
         self._request_children: dict[tuple[str, str, str], Any] = {}

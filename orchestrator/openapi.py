@@ -355,7 +355,12 @@ OPENAPI: dict[str, Any] = {
         "service's contract. Every request must name an allowed Host (421 host_not_allowed: localhost, "
         "loopback, HOST, PUBLIC_BASE_URL's host, ALLOWED_HOSTS); a write or a WebSocket handshake whose "
         "Origin is another site's, not listed, is 403 origin_not_allowed; a write whose Content-Type is not "
-        "its route's is 415 unsupported_media_type.",
+        "its route's is 415 unsupported_media_type. Answered before any route, in the same Error shape, each "
+        "closing the connection: 400 bad_request_line, line_too_long or malformed_request for a request that is "
+        "not valid HTTP; 408 request_timeout for headers slower than HTTP_HEADER_TIMEOUT or a body slower than "
+        "HTTP_BODY_TIMEOUT; 429 too_many_connections past MAX_CONNECTIONS_PER_IP and 503 server_busy when the "
+        "process is short of file descriptors (both with Retry-After, as the connection opens). A WebSocket "
+        "client's frames must be masked (RFC 6455): an unmasked one closes the socket with 1002.",
     },
     "paths": {
         "/": {

@@ -7,7 +7,7 @@ from aiohttp import web
 from orchestrator import views, ws
 from orchestrator.securesum import views as securesum_views
 from orchestrator.security import views as security_views
-from orchestrator.staticfiles import static_dir
+from orchestrator.staticfiles import static_handler
 
 
 def setup_routes(app: web.Application) -> None:
@@ -31,4 +31,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/ws", ws.all_socket)
     app.router.add_get("/ws/jobs/{jobId}", ws.job_socket)
     app.router.add_get("/dashboard", views.dashboard)
-    app.router.add_static("/static/", static_dir(), name="static", append_version=False)
+    app.router.add_get("/static/{filename:.+}", static_handler(), name="static")

@@ -45,6 +45,14 @@ class Settings:
     max_job_vector_bytes: int = 2 * 1024**3
     janitor_interval_seconds: float = 60.0
     retry_after_seconds: int = 1
+    # The connection edge (orchestrator/edge.py, protocol.py). A request's headers, and then its body, must
+    # arrive within these (408 and the connection closed); 0: no limit.
+    http_header_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 60.0
+    # Connections open at once per client IP (a TRUSTED_PROXIES address is not capped); 0: no cap.
+    max_connections_per_ip: int = 256
+    # File descriptors kept free for Redis, outbound calls and logs: new connections get 503 past it; 0: off.
+    fd_reserve: int = 64
     log_dir: str = "logs"
     log_level: str = "INFO"
     log_max_bytes: int = 10 * 1024 * 1024
@@ -333,6 +341,33 @@ class Settings:
                 lambda v: 1 <= v <= 3600,
                 "an integer 1-3600",
             ),
+            http_header_timeout_seconds=_parse(
+                env,
+                "HTTP_HEADER_TIMEOUT",
+                default.http_header_timeout_seconds,
+                float,
+                lambda v: 0 <= v <= 3600,
+                "seconds, 0-3600 (0: no limit)",
+            ),
+            http_body_timeout_seconds=_parse(
+                env,
+                "HTTP_BODY_TIMEOUT",
+                default.http_body_timeout_seconds,
+                float,
+                lambda v: 0 <= v <= 86400,
+                "seconds, 0-86400 (0: no limit)",
+            ),
+            max_connections_per_ip=_parse(
+                env,
+                "MAX_CONNECTIONS_PER_IP",
+                default.max_connections_per_ip,
+                int,
+                lambda v: 0 <= v <= 1_000_000,
+                "an integer 0-1000000 (0: no cap)",
+            ),
+            fd_reserve=_parse(
+                env, "FD_RESERVE", default.fd_reserve, int, lambda v: 0 <= v <= 100_000, "an integer 0-100000 (0: off)"
+            ),
             log_dir=env.get("LOG_DIR", default.log_dir),
             log_level=_parse(
                 env,
@@ -488,6 +523,10 @@ class Settings:
             "access_log": self.access_log,
             "ws_allowed_origins": list(self.ws_allowed_origins) or "same-origin",
             "ws_max_connections": self.ws_max_connections,
+            "http_timeouts": f"headers {self.http_header_timeout_seconds:g} s, "
+            f"body {self.http_body_timeout_seconds:g} s",
+            "max_connections_per_ip": self.max_connections_per_ip or "no cap",
+            "fd_reserve": self.fd_reserve,
             "aggregation_backend": self.aggregation_backend,
             "smpc_coordinator": _without_credentials(self.smpc_coordinator_url) if self.smpc_coordinator_url else None,
             "aggregation_workers": self.aggregation_workers,
