@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -27,8 +28,6 @@ from orchestrator.store import UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-# Shared reads kept (orchestrator.hub.EventHub.shared) before the finished ones are dropped.
-_MAX_SHARED = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +79,6 @@ class _SharedRead:
         if self.session != sub.session or self.started < sub.joined:
             return False
         return not self.task.done() or (not self.task.cancelled() and self.task.exception() is None)
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: a read nobody waits for any more must not be reported as unhandled
 
 
 class _Unresponsive(Exception):
@@ -151,21 +145,27 @@ class EventHub:
         sub.session = self.session if self.connected.is_set() else 0
 
     async def shared(self, sub: Subscription, name: str, read: Callable[[], Awaitable[T]]) -> T:
-        """What ``read()`` returns, or what the same read (by ``name``) another subscriber started returned,
-        when that tells ``sub`` all it needs: it started after ``sub`` subscribed (what changed before is in
-        it, what changed since is in the queue of ``sub``) and in the session ``sub`` caught up in. Sockets
-        that re-sync at once after the listener reconnected (or connect at once) thus read Redis once
-        between them. Only for a catch-up that no queued event waits on: one filling a gap before an event
-        it has taken from the queue needs a read that started after that event was published."""
+        """What ``read()`` returns, or what the same read (by ``name``) that another subscriber started and
+        that is still under way returns, when that tells ``sub`` all it needs: it started after ``sub``
+        subscribed (what changed before is in it, what changed since is in the queue of ``sub``) and in the
+        session ``sub`` caught up in. Sockets that re-sync at once after the listener reconnected (or connect
+        at once) thus read Redis once between them. Only for a catch-up that no queued event waits on: one
+        filling a gap before an event it has taken from the queue needs a read that started after that event
+        was published."""
         shared = self._shared.get(name)
         if shared is None or not shared.usable_by(sub):
-            if len(self._shared) >= _MAX_SHARED:
-                self._shared = {k: v for k, v in self._shared.items() if not v.task.done()}
             task = asyncio.ensure_future(read())
-            task.add_done_callback(_retrieve)
             shared = self._shared[name] = _SharedRead(sub.session, next(self._clock), task)
+            task.add_done_callback(functools.partial(self._read_done, name, shared))
         # Shielded: a socket closing while it waits must not cancel the read of the others.
         return await asyncio.shield(shared.task)
+
+    def _read_done(self, name: str, shared: _SharedRead, task: asyncio.Future[Any]) -> None:
+        # Kept only while under way: a finished read (a job with its schema, say) is not held on to.
+        if self._shared.get(name) is shared:
+            del self._shared[name]
+        if not task.cancelled():
+            task.exception()  # retrieved: a read nobody waits for any more must not be reported as unhandled
 
     def dispatch(self, raw: str) -> None:
         if not self._all and not self._by_job:

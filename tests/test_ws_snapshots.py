@@ -169,6 +169,8 @@ async def test_a_socket_newer_than_a_read_does_not_share_it() -> None:
             release.set()
             assert await other == 3
     assert len(reads) == 3
+    await asyncio.sleep(0)
+    assert not hub._shared  # a finished read (a job with its schema, say) is not held on to
 
 
 async def test_the_ws_listing_sends_summaries(client: Client) -> None:
