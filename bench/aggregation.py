@@ -74,6 +74,8 @@ async def run(args: argparse.Namespace) -> None:
         # All the load comes from one IP and a few client ids: the write limits would refuse it.
         "RATE_LIMIT_CLIENT_WRITES": "0",
         "RATE_LIMIT_IP_WRITES": "0",
+        "RATE_LIMIT_CLIENT_JOBS": "0",
+        "RATE_LIMIT_IP_JOBS": "0",
         "PORT": str(port),
         "LOG_DIR": tempfile.mkdtemp(prefix="agg-logs-"),
         "LOG_LEVEL": "WARNING",

@@ -164,6 +164,8 @@ async def drive(args: argparse.Namespace) -> None:
         "RATE_LIMIT_IP_WRITES": "0",
         # Thousands of sockets from this one address: the per-IP connection cap would refuse them.
         "MAX_CONNECTIONS_PER_IP": "0",
+        "RATE_LIMIT_CLIENT_JOBS": "0",
+        "RATE_LIMIT_IP_JOBS": "0",
         "LOG_LEVEL": "WARNING",
     }
     server = subprocess.Popen(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -56,6 +57,7 @@ def create_floor_app(settings: Settings) -> web.Application:
                 channel=keys.events_channel,
                 window_ms=10_000,
                 audit_max=100_000,
+                job_quotas=(3_600_000, 1_000_000_000, 1_000_000_000),
             )
         )
         yield
@@ -69,6 +71,7 @@ def create_floor_app(settings: Settings) -> web.Application:
         schema_json = "" if schema is None else json.dumps(schema, sort_keys=True, separators=(",", ":"))
         ms = int(time.time() * 1000)
         window = ms // 10_000
+        job_window = ms // 3_600_000
         raw = await state["update"](  # type: ignore[operator]
             keys=[
                 *keys.job_keys(job_id),
@@ -79,6 +82,8 @@ def create_floor_app(settings: Settings) -> web.Application:
                 keys.rate_counter("client", client_id, window),
                 keys.rate_counter("ip", request.remote or "-", window),
                 keys.audit,
+                keys.job_quota_counter("client", client_id, job_window),
+                keys.job_quota_counter("ip", request.remote or "-", job_window),
             ],
             args=[
                 job_id,
@@ -100,6 +105,7 @@ def create_floor_app(settings: Settings) -> web.Application:
                 "anonymous",
                 "",
                 request.remote or "-",
+                secrets.token_hex(16),
             ],
         )
         outcome, _created, _triggered, status, done, total, version, _conflict = raw

@@ -23,6 +23,7 @@ from orchestrator.keys import Keys
 from orchestrator.looplag import watch_loop_lag
 from orchestrator.metrics import Metrics
 from orchestrator.middleware import observe
+from orchestrator.quotas import MemoryGuard
 from orchestrator.results.worker import DeliveryService
 from orchestrator.routes import setup_routes
 from orchestrator.securesum.backend import VectorSumBackend
@@ -32,7 +33,7 @@ from orchestrator.security.guard import guard
 from orchestrator.security.tokens import Authenticator
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable
-from orchestrator.typedefs import AUDIT, AUTHENTICATOR, HUB, METRICS, REDIS, SETTINGS, SOCKETS, STORE, VECTORS
+from orchestrator.typedefs import AUDIT, AUTHENTICATOR, HUB, MEMORY, METRICS, REDIS, SETTINGS, SOCKETS, STORE, VECTORS
 from orchestrator.ws import SocketRegistry
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,14 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             ),
             audit_max_entries=settings.audit_max_entries,
             redis_timeout=settings.redis_timeout,
+            job_quotas=(
+                settings.job_creation_window_seconds,
+                settings.rate_limit_client_jobs,
+                settings.rate_limit_ip_jobs,
+            ),
+        )
+        app[MEMORY] = MemoryGuard(
+            client, fraction=settings.max_redis_memory_fraction, fallback_limit=settings.max_redis_memory_bytes
         )
         app[VECTORS] = VectorStore(app[STORE])
         app[AUDIT] = AuditLog(app[STORE], settings.audit_max_entries)
@@ -90,6 +99,15 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     async def janitor_ctx(app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
         task = asyncio.create_task(run_janitor(app[STORE], settings.janitor_interval_seconds, stop), name="janitor")
+        yield
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(app[MEMORY].run(stop), name="memory-guard")
         yield
         stop.set()
         task.cancel()
@@ -163,6 +181,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(janitor_ctx)
+    app.cleanup_ctx.append(memory_ctx)
     app.cleanup_ctx.append(aggregation_ctx)
     app.on_shutdown.append(close_sockets)
     return app

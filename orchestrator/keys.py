@@ -95,6 +95,10 @@ class Keys:
         """Counter of the writes of a client or an IP in one rate-limit window."""
         return f"{self.prefix}ratelimit:{kind}:{who}:{window}"
 
+    def job_quota_counter(self, kind: str, who: str, window: int) -> str:
+        """Counter of the jobs a client or an IP created in one JOB_CREATION_WINDOW."""
+        return f"{self.prefix}jobquota:{kind}:{who}:{window}"
+
     @property
     def events_channel(self) -> str:
         """Pub/sub channel carrying every job event as JSON."""

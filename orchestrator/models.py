@@ -24,6 +24,7 @@ class UpdateOutcome(enum.StrEnum):
     CLOSED = "closed"
     REFUSED = "refused"
     RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
 
 
 DATA_TYPES = frozenset({"BOOLEAN", "NUMERIC", "NOMINAL", "ORDINAL", "CATEGORICAL"})
@@ -50,7 +51,8 @@ class UpdateRequest:
     vector_length: int | None = None
     max_rows: int | None = None
     max_rows_declared: bool = False
-    # Why this update may not create its job (overflow_risk, job_too_large), checked only if it would.
+    # Why this update may not create its job (overflow_risk, job_too_large, storage_full), checked only if it
+    # would (job_too_large also when it would store its schema in a job that has none).
     creation_refusal: str = ""
 
 

@@ -34,6 +34,26 @@ _UNAVAILABLE = _json(
     _RETRY_AFTER,
 )
 _JOB_ID_PARAM = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}
+# The refusals of a request that may create a job (README "Quotas").
+_CREATION_LIMITED = _json(
+    _ref("Error"),
+    "rate_limited: too many writes; or job_quota_exceeded: the request would create a job past the client's or "
+    "the IP's job quota (RATE_LIMIT_CLIENT_JOBS, RATE_LIMIT_IP_JOBS per JOB_CREATION_WINDOW); nothing changed. "
+    "Retry after Retry-After.",
+    _RETRY_AFTER,
+)
+_TOO_LARGE = _json(
+    _ref("Error"),
+    "The request was refused; `error.code` says why. job_too_large: the job would keep more than MAX_JOB_BYTES "
+    "(its schema, and per client its bookkeeping and its vector; `error.jobBytes`, `error.maxJobBytes`).",
+)
+_STORAGE_FULL = _json(
+    _ref("Error"),
+    "storage_full: Redis is nearly full (used_memory at MAX_REDIS_MEMORY_FRACTION of maxmemory, or the new job "
+    "would take it there), so no new job is created; updates of existing jobs, reads and cancels still work. "
+    "Retry after Retry-After.",
+    _RETRY_AFTER,
+)
 
 
 def _ws_operation(summary: str, per_job: bool) -> dict[str, Any]:
@@ -386,14 +406,16 @@ OPENAPI: dict[str, Any] = {
                     "200": _json(
                         _ref("UpdateResponse"), "Recorded, or already recorded for this client (nothing changed)."
                     ),
-                    "400": _ERROR,
+                    "400": _TOO_LARGE,
                     "409": _json(
                         _ref("Error"),
                         "totalClients or schema differ from the job's, or the job no longer collects clients.",
                     ),
                     "413": _ERROR,
                     "415": _ERROR,
+                    "429": _CREATION_LIMITED,
                     "503": _UNAVAILABLE,
+                    "507": _STORAGE_FULL,
                 },
             }
         },
@@ -409,7 +431,7 @@ OPENAPI: dict[str, Any] = {
                         "(allowed until the round completes).",
                     ),
                     "201": _json(_ref("KeyResponse"), "Registered; `complete` once every client has a key."),
-                    "400": _ERROR,
+                    "400": _TOO_LARGE,
                     "409": _json(
                         _ref("Error"),
                         "Another key for this client after the round completed, the round is full, the job is not "
@@ -418,7 +440,9 @@ OPENAPI: dict[str, Any] = {
                     ),
                     "413": _ERROR,
                     "415": _ERROR,
+                    "429": _CREATION_LIMITED,
                     "503": _UNAVAILABLE,
+                    "507": _STORAGE_FULL,
                 },
             },
             "get": {

@@ -88,8 +88,8 @@ return rate_limited(KEYS, limits, ARGV[1]) or 0
 )
 
 # Record one client's update. The store prepends CONFIG (update_script): the constants of a deployment
-# (key TTL ms, history size, events channel, rate-limit window ms, audit length bound), so that an update
-# (the hot path) sends only what varies.
+# (key TTL ms, history size, events channel, rate-limit window ms, audit length bound, job quotas),
+# so that an update (the hot path) sends only what varies.
 # KEYS[1] job hash   KEYS[2] updatedClients set   KEYS[3] clientTimes hash ('<ms>:<ordinal>')  KEYS[4] events list
 # KEYS[5] jobs:created      KEYS[6] jobs:updated         KEYS[7] status IN_PROGRESS KEYS[8] status AGGREGATING
 # KEYS[9] aggregation queue stream   KEYS[10] jobs:deadlines (collection deadlines of IN_PROGRESS jobs)
@@ -105,11 +105,15 @@ return rate_limited(KEYS, limits, ARGV[1]) or 0
 # ARGV[10] vectorLength, ARGV[11] maxRows: the layout of a 'sum' job this update creates ('' otherwise)
 # ARGV[12] SHA-1 of ARGV[4] ('' when no schema came)
 # ARGV[13] '1' when the update declares maxRows (then it must equal the job's)
-# ARGV[14] why this update may not create a summed-vector job ('' when it may: overflow_risk, job_too_large)
+# ARGV[14] why this update may not create its job ('' when it may: overflow_risk, job_too_large, storage_full);
+#          job_too_large also refuses storing a schema in a job created without one
 # Rate limits, checked first (fixed windows of CONFIG.window): KEYS[14] the client's counter
 # KEYS[15] the IP's counter  ARGV[15] the client's limit  ARGV[16] the IP's limit (0: none)
 # Audit: KEYS[16] the audit stream  ARGV[17] who  ARGV[18] role  ARGV[19] IP; every call appends one
 # entry with its outcome.
+# Job quotas, checked only by an update that would create its job (fixed windows of CONFIG.job_window, limits
+# CONFIG.client_jobs and CONFIG.ip_jobs, 0: none): KEYS[17] the client's job counter  KEYS[18] the IP's
+# (either may be left out: then it is not limited)
 # Returns {outcome, created, triggered, status, doneCount, totalClients, version, detail}
 #   outcome: 'recorded' | 'duplicate' (client already counted, nothing changed)
 #            | 'conflict' (totalClients or schema differ from the job's; detail names which)
@@ -117,6 +121,7 @@ return rate_limited(KEYS, limits, ARGV[1]) or 0
 #            | 'refused' (detail: vector_required, vector_not_expected, vector_length_mismatch:<length>,
 #              keys_incomplete, not_a_participant, schema_required; nothing changed)
 #            | 'rate_limited' (detail: milliseconds until the window ends; nothing changed)
+#            | 'quota_exceeded' (this update would create a job past a job quota; detail as for rate_limited)
 # Reaching doneCount == totalClients moves the job to AGGREGATING and queues it, in this same call,
 # so the transition happens exactly once however many updates race.
 UPDATE = (
@@ -148,11 +153,11 @@ local function update()
     if ARGV[10] == '' and vector ~= '' then
       return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_not_expected'}
     end
+    if ARGV[14] ~= '' then
+      return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, ARGV[14]}
+    end
     local fields = {'aggregation', ARGV[8]}
     if ARGV[10] ~= '' then
-      if ARGV[14] ~= '' then
-        return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, ARGV[14]}
-      end
       if vector == '' then
         return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_required'}
       end
@@ -160,6 +165,11 @@ local function update()
         return {'refused', 0, 0, 'IN_PROGRESS', 0, total, 0, 'vector_length_mismatch:' .. ARGV[10]}
       end
       fields = {'aggregation', ARGV[8], 'vectorLength', ARGV[10], 'maxRows', ARGV[11]}
+    end
+    -- Counted last, so that only jobs really created count (a retried call finds its job made).
+    wait = rate_limited({KEYS[17], KEYS[18]}, {CONFIG.client_jobs, CONFIG.ip_jobs}, CONFIG.job_window)
+    if wait then
+      return {'quota_exceeded', 0, 0, 'IN_PROGRESS', 0, total, 0, tostring(wait)}
     end
     local base = create_job(job, events, KEYS[11], {KEYS[5], KEYS[7], KEYS[10]}, job_id, total, schema, ARGV[12],
       now, at, history, channel, ARGV[7], fields)
@@ -200,6 +210,9 @@ local function update()
     elseif redis.call('HEXISTS', KEYS[12], client_id) == 0 then
       refusal = 'not_a_participant'
     end
+  end
+  if not refusal and schema ~= '' and current[2] == '' and ARGV[14] == 'job_too_large' then
+    refusal = ARGV[14]  -- the schema would be stored now: the job's budget holds for it too
   end
   if refusal then
     return {'refused', 0, 0, current[3], tonumber(current[4]), total, tonumber(current[5]), refusal}
@@ -249,14 +262,27 @@ return result
 )
 
 
-def update_script(*, ttl_ms: int, history: int, channel: str, window_ms: int, audit_max: int) -> str:
-    """UPDATE with a deployment's constants built in."""
+def update_script(
+    *,
+    ttl_ms: int,
+    history: int,
+    channel: str,
+    window_ms: int,
+    audit_max: int,
+    job_quotas: tuple[int, int, int] = (3_600_000, 0, 0),
+) -> str:
+    """UPDATE with a deployment's constants built in; ``job_quotas``: (window ms, jobs per client, per IP)."""
     quoted = '"' + "".join(f"\\{byte}" for byte in channel.encode()) + '"'  # Lua decimal escapes: any byte
     config = (
         f"local CONFIG = {{ttl = {int(ttl_ms)}, history = {int(history)}, channel = {quoted}, "
-        f"window = {int(window_ms)}, audit_max = {int(audit_max)}}}\n"
+        f"window = {int(window_ms)}, audit_max = {int(audit_max)}, {_job_quotas(job_quotas)}}}\n"
     )
     return config + UPDATE
+
+
+def _job_quotas(quotas: tuple[int, int, int]) -> str:
+    window_ms, client_jobs, ip_jobs = quotas
+    return f"job_window = {int(window_ms)}, client_jobs = {int(client_jobs)}, ip_jobs = {int(ip_jobs)}"
 
 
 # Register a client's public key for a secure-sum job (the key round); the first key creates the job.
@@ -268,7 +294,10 @@ def update_script(*, ttl_ms: int, history: int, channel: str, window_ms: int, au
 # ARGV[10] collection deadline (epoch ms)  ARGV[11] vectorLength ('' when no schema came)
 # ARGV[12] maxRows  ARGV[13] the public key (canonical base64)  ARGV[14] SHA-1 of ARGV[4] ('' when no schema)
 # ARGV[15] '1' when the request declares maxRows (then it must equal the job's)
-# ARGV[16] why this request may not create the job ('' when it may: overflow_risk, job_too_large)
+# ARGV[16] why this request may not create the job ('' when it may: overflow_risk, job_too_large, storage_full)
+# Job quotas, checked only by a request that would create the job (register_key_script prepends CONFIG: the
+# window ms and the limits, 0: none): KEYS[9] the client's job counter  KEYS[10] the IP's (either may be left
+# out: then it is not limited)
 # Returns {outcome, created, keyCount, totalClients, version, status, detail}
 #   outcome: 'registered' | 'duplicate' (this very key was registered before: nothing changes)
 #            | 'replaced' (another key of this client, before the round completed: nobody can have used
@@ -276,11 +305,12 @@ def update_script(*, ttl_ms: int, history: int, channel: str, window_ms: int, au
 #            | 'conflict' (detail: totalClients, schema, maxRows) | 'closed' (not collecting)
 #            | 'refused' (detail: schema_required, not_secure_sum, key_conflict (another key for this
 #              client after the round completed), keys_complete (every participant already has a key),
-#              or ARGV[16])
+#              or ARGV[16]) | 'quota_exceeded' (detail: milliseconds until the quota's window ends)
 # The key that completes the round announces keys.complete; from then on the set of keys is fixed.
 REGISTER_KEY = (
     _EMIT
     + _CREATE
+    + _RATE
     + """
 local job, events, keys = KEYS[1], KEYS[2], KEYS[3]
 local job_id, client_id, total, schema = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -294,6 +324,10 @@ if not current[1] then
   end
   if ARGV[16] ~= '' then
     return {'refused', 0, 0, total, 0, '', ARGV[16]}
+  end
+  local wait = rate_limited({KEYS[9], KEYS[10]}, {CONFIG.client_jobs, CONFIG.ip_jobs}, CONFIG.job_window)
+  if wait then
+    return {'quota_exceeded', 0, 0, total, 0, '', tostring(wait)}
   end
   local base = create_job(job, events, KEYS[7], {KEYS[4], KEYS[5], KEYS[6]}, job_id, total, schema, ARGV[14],
     now, at, history, channel, ARGV[10], {'aggregation', 'secure-sum', 'vectorLength', ARGV[11], 'maxRows', ARGV[12]})
@@ -346,6 +380,12 @@ for _, key in ipairs({job, events, keys}) do redis.call('PEXPIRE', key, ttl) end
 return {outcome, created, count, total, version, 'IN_PROGRESS', ''}
 """
 )
+
+
+def register_key_script(job_quotas: tuple[int, int, int] = (3_600_000, 0, 0)) -> str:
+    """REGISTER_KEY with a deployment's job quotas built in: (window ms, jobs per client, per IP)."""
+    return f"local CONFIG = {{{_job_quotas(job_quotas)}}}\n" + REGISTER_KEY
+
 
 # Expire one job whose last change is older than its TTL.
 # KEYS[1] job hash  KEYS[2] updatedClients  KEYS[3] clientTimes  KEYS[4] events  KEYS[5] the job's tombstone

@@ -41,8 +41,17 @@ class Settings:
     max_vector_body_bytes: int = 16 * 1024 * 1024
     # The most rows a client may count in a summed-vector job that does not say (its `maxRows`).
     vector_max_rows: int = 1_000_000
-    # The most Redis memory one summed-vector job's vectors may take (totalClients x length x 8 bytes).
-    max_job_vector_bytes: int = 2 * 1024**3
+    # The most Redis memory one job may take: its schema, and per client its bookkeeping and its vector
+    # (quotas.job_bytes); checked when the job is created.
+    max_job_bytes: int = 2 * 1024**3
+    # New jobs per JOB_CREATION_WINDOW, per client (token subject, or clientId without auth) and per IP; 0: off.
+    job_creation_window_seconds: float = 3600.0
+    rate_limit_client_jobs: int = 1000
+    rate_limit_ip_jobs: int = 10000
+    # New jobs are refused (507) while Redis' used_memory is at or above this fraction of its maxmemory (or,
+    # when Redis has none, of MAX_REDIS_MEMORY_BYTES); 0: off.
+    max_redis_memory_fraction: float = 0.9
+    max_redis_memory_bytes: int = 0
     janitor_interval_seconds: float = 60.0
     retry_after_seconds: int = 1
     # The connection edge (orchestrator/edge.py, protocol.py). A request's headers, and then its body, must
@@ -314,13 +323,39 @@ class Settings:
                 lambda v: 1024 <= v <= 1 << 30,
                 "bytes, 1024-1073741824",
             ),
-            max_job_vector_bytes=_parse(
+            max_job_bytes=_parse(
                 env,
-                "MAX_JOB_VECTOR_BYTES",
-                default.max_job_vector_bytes,
+                # MAX_JOB_VECTOR_BYTES: its name when it counted only vectors.
+                "MAX_JOB_BYTES" if env.get("MAX_JOB_BYTES") else "MAX_JOB_VECTOR_BYTES",
+                default.max_job_bytes,
                 int,
                 lambda v: 1024 <= v <= 1 << 40,
                 "bytes, 1024-1099511627776",
+            ),
+            job_creation_window_seconds=_parse(
+                env,
+                "JOB_CREATION_WINDOW",
+                default.job_creation_window_seconds,
+                float,
+                lambda v: 1 <= v <= 7 * 86400,
+                "seconds, 1-604800",
+            ),
+            rate_limit_client_jobs=_parse(
+                env, "RATE_LIMIT_CLIENT_JOBS", default.rate_limit_client_jobs, int, lambda v: v >= 0, "an integer >= 0"
+            ),
+            rate_limit_ip_jobs=_parse(
+                env, "RATE_LIMIT_IP_JOBS", default.rate_limit_ip_jobs, int, lambda v: v >= 0, "an integer >= 0"
+            ),
+            max_redis_memory_fraction=_parse(
+                env,
+                "MAX_REDIS_MEMORY_FRACTION",
+                default.max_redis_memory_fraction,
+                float,
+                lambda v: 0 <= v <= 1,
+                "a fraction 0-1 (0: off)",
+            ),
+            max_redis_memory_bytes=_parse(
+                env, "MAX_REDIS_MEMORY_BYTES", default.max_redis_memory_bytes, int, lambda v: v >= 0, "bytes, >= 0"
             ),
             vector_max_rows=_parse(
                 env, "VECTOR_MAX_ROWS", default.vector_max_rows, int, lambda v: 1 <= v <= 10**12, "an integer 1-10^12"
@@ -511,7 +546,11 @@ class Settings:
             "max_body_bytes": self.max_body_bytes,
             "max_vector_body_bytes": self.max_vector_body_bytes,
             "vector_max_rows": self.vector_max_rows,
-            "max_job_vector_bytes": self.max_job_vector_bytes,
+            "max_job_bytes": self.max_job_bytes,
+            "job_quotas": f"{self.rate_limit_client_jobs}/client, {self.rate_limit_ip_jobs}/IP per "
+            f"{self.job_creation_window_seconds:g} s",
+            "max_redis_memory": f"{self.max_redis_memory_fraction:g} of maxmemory"
+            + (f" (else of {self.max_redis_memory_bytes} bytes)" if self.max_redis_memory_bytes else ""),
             "auth": ("HS256 " if self.auth_jwt_secret else "") + ("RS256/ES256" if self.auth_jwt_public_key else "")
             or ("OFF (--insecure-no-auth)" if self.insecure_no_auth else "off"),
             "rate_limits": f"{self.rate_limit_client_writes}/client, {self.rate_limit_ip_writes}/IP per "

@@ -93,6 +93,7 @@ class JobStore:
         rate_limits: tuple[float, int, int] = (10.0, 0, 0),
         audit_max_entries: int = 100_000,
         redis_timeout: float = 2.0,
+        job_quotas: tuple[float, int, int] = (3600.0, 0, 0),
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -106,6 +107,8 @@ class JobStore:
         self.audit_max_entries = audit_max_entries
         # What one call may wait for Redis (connections.create_redis): a request waits that long once.
         self.redis_timeout = redis_timeout
+        # (window seconds, jobs created per client, per IP; 0: no limit)
+        self.job_quotas = job_quotas
         self.refusals = RefusalLog()
         self._update = redis.register_script(
             scripts.update_script(
@@ -114,6 +117,7 @@ class JobStore:
                 channel=keys.events_channel,
                 window_ms=int(rate_limits[0] * 1000),
                 audit_max=audit_max_entries,
+                job_quotas=(int(job_quotas[0] * 1000), job_quotas[1], job_quotas[2]),
             )
         )
         self._expire = redis.register_script(scripts.EXPIRE)
@@ -181,6 +185,17 @@ class JobStore:
         async with self.guard("ping"):
             await self.redis.ping()
 
+    def job_quota_counters(self, client: str | None, ip: str, ms: int) -> list[str]:
+        """The job-creation counters of this window that the scripts creating jobs count in: the client's
+        and the IP's; none without a client (the service's own calls, tests), none for an unknown IP."""
+        if client is None:
+            return []
+        index = int(ms / 1000 // self.job_quotas[0])
+        counters = [self.keys.job_quota_counter("client", client, index)]
+        if ip:
+            counters.append(self.keys.job_quota_counter("ip", ip, index))
+        return counters
+
     async def record_update(self, req: UpdateRequest, actor: Actor = _NOBODY) -> UpdateResult:
         """Count one client's completion; create the job on its first update; check the actor's rate limits
         and append the audit entry. One Redis round trip."""
@@ -192,6 +207,7 @@ class JobStore:
         rate_client = (actor.client or req.client_id) if actor is not _NOBODY else None
         if rate_client is None:
             client_limit = 0
+        quota_keys = self.job_quota_counters(rate_client, actor.ip, ms)
         async with self.guard("update"):
             raw = await self._update(
                 keys=[
@@ -208,6 +224,7 @@ class JobStore:
                     k.rate_counter("client", rate_client or "-", index),
                     k.rate_counter("ip", actor.ip or "-", index),
                     k.audit,
+                    *quota_keys,
                 ],
                 args=[
                     req.job_id,

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from orchestrator.hub import EventHub
 from orchestrator.metrics import Metrics
+from orchestrator.quotas import MemoryGuard
 from orchestrator.securesum.store import VectorStore
 from orchestrator.security.audit import AuditLog
 from orchestrator.security.tokens import Authenticator
@@ -26,4 +27,5 @@ HUB = web.AppKey("hub", EventHub)
 VECTORS = web.AppKey("vectors", VectorStore)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 AUDIT = web.AppKey("audit", AuditLog)
+MEMORY = web.AppKey("memory", MemoryGuard)
 SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")

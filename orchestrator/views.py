@@ -14,6 +14,7 @@ from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound,
 from orchestrator.logconfig import info_fast
 from orchestrator.models import Actor, UpdateOutcome
 from orchestrator.openapi import OPENAPI
+from orchestrator.quotas import job_quota_exceeded, with_creation_quotas
 from orchestrator.securesum.requests import binary_update, parse_vector, refusal, with_vector_layout
 from orchestrator.security.guard import client_ip, rate_limited
 from orchestrator.security.policy import (
@@ -30,7 +31,7 @@ from orchestrator.security.policy import (
 from orchestrator.serializers import job_detail, job_summary, status_body
 from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
-from orchestrator.typedefs import AUTHENTICATOR, METRICS, SETTINGS, STORE
+from orchestrator.typedefs import AUTHENTICATOR, MEMORY, METRICS, SETTINGS, STORE
 from orchestrator.validation import (
     ID_PATTERN,
     encodable,
@@ -90,6 +91,17 @@ def require_json(request: web.Request) -> None:
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {content_type or 'none'}")
 
 
+def request_actor(request: web.Request) -> Actor:
+    """Who sends this write, for its rate limits, its job quotas and its audit entry."""
+    who = principal(request)
+    return Actor(
+        who.sub if who.authenticated else "anonymous",
+        who.role if who.authenticated else "",
+        client_ip(request),
+        who.sub if who.authenticated else None,
+    )
+
+
 async def update(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     if request.content_type == "application/octet-stream":
@@ -109,7 +121,8 @@ async def update(request: web.Request) -> web.Response:
         req = parse_update(data)
         if vector is not None:
             req = replace(req, vector=parse_vector(vector))
-    req, creation_error = with_vector_layout(req, data, settings)
+    req, layout_error = with_vector_layout(req, data, settings)
+    req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
     if req.aggregation == "smpc" and not settings.smpc_coordinator_url:
         raise ValidationError(
             "This service has no SMPC coordinator configured (SMPC_COORDINATOR_URL)",
@@ -121,19 +134,19 @@ async def update(request: web.Request) -> web.Response:
     who = principal(request)
     require_scoped_writer(who)
     require_job(who, req.job_id)
-    actor = Actor(
-        who.sub if who.authenticated else "anonymous",
-        who.role if who.authenticated else "",
-        client_ip(request),
-        who.sub if who.authenticated else None,
-    )
+    actor = request_actor(request)
     result = await request.app[STORE].record_update(req, actor)
+    if result.created:
+        request.app[MEMORY].charge(req)
     request[AUDITED] = True
     request[AUDIT_OUTCOME] = result.outcome.value
     request.app[METRICS].count_update(result.outcome.value)
     where = f"job {req.job_id}, client {req.client_id}"
     if result.outcome is UpdateOutcome.RATE_LIMITED:
         raise rate_limited(int(result.conflict_field or "1000") / 1000)
+    if result.outcome is UpdateOutcome.QUOTA_EXCEEDED:
+        logger.warning("Refused new job for %s: job quota of %s exceeded", where, actor.client or req.client_id)
+        raise job_quota_exceeded(int(result.conflict_field or "1000") / 1000, settings)
     if result.outcome is UpdateOutcome.CONFLICT:
         field = result.conflict_field or "totalClients"
         logger.warning("Refused update for %s: %s differs from the job's", where, field)

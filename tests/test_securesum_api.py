@@ -148,7 +148,7 @@ async def test_repeated_key_is_idempotent_replaced_until_the_round_completes(mak
 async def test_bad_key_requests_are_refused_and_create_nothing(
     make_client: Callable[..., Any], change: dict[str, Any], status: int, code: str
 ) -> None:
-    client = await make_client(max_job_vector_bytes=100_000)
+    client = await make_client(max_job_bytes=100_000)
     body = {k: v for k, v in {**key_body("a", 2), **change}.items() if v is not None}
     resp = await client.post("/api/jobs/s3/keys", json=body)
     assert resp.status == status

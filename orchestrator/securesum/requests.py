@@ -56,8 +56,9 @@ def vector_layout(
     schema_json: str, total_clients: int, max_rows: int, settings: Settings
 ) -> tuple[VectorLayout, ValidationError | None]:
     """The job's vector layout (400 if the schema has none), and the error that refuses creating a job
-    of it: a sum that could overflow int64, or vectors too large to keep. That error matters only to the
-    request that would create the job (an existing job was checked when it was created)."""
+    of it: a sum that could overflow int64 (the job's size is a quota: quotas.with_creation_quotas). That
+    error matters only to the request that would create the job (an existing job was checked when it was
+    created)."""
     try:
         layout = VectorLayout.from_schema(json.loads(schema_json))
     except LayoutError as e:
@@ -66,14 +67,6 @@ def vector_layout(
         layout.check_capacity(total_clients, max_rows)
     except OverflowRisk as e:
         return layout, ValidationError(str(e), code="overflow_risk", field="schema")
-    size = total_clients * layout.length * 8
-    if size > settings.max_job_vector_bytes:
-        return layout, ValidationError(
-            f"{total_clients} clients x {layout.length} values would keep {size} bytes of vectors; this service "
-            f"takes at most MAX_JOB_VECTOR_BYTES={settings.max_job_vector_bytes} per job",
-            code="job_too_large",
-            field="schema",
-        )
     return layout, None
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from redis.client import NEVER_DECODE
 
 from orchestrator import scripts
-from orchestrator.models import JobStatus, KeyRequest, KeyResult
+from orchestrator.models import Actor, JobStatus, KeyRequest, KeyResult
 from orchestrator.store import JobStore, now_ms, pairs, schema_digest
 
 
@@ -21,11 +21,17 @@ class VectorStore:
         self.store = store
         self.redis = store.redis
         self.keys = store.keys
-        self._register_key = store.redis.register_script(scripts.REGISTER_KEY)
+        window, client_jobs, ip_jobs = store.job_quotas
+        self._register_key = store.redis.register_script(
+            scripts.register_key_script((int(window * 1000), client_jobs, ip_jobs))
+        )
 
-    async def register_key(self, req: KeyRequest) -> KeyResult:
-        """Record a client's public key; the first key of a job creates it, the last one completes the round."""
+    async def register_key(self, req: KeyRequest, actor: Actor | None = None) -> KeyResult:
+        """Record a client's public key; the first key of a job creates it, the last one completes the round.
+        A job it creates counts against the actor's job quotas (none without an actor)."""
         k = self.keys
+        ms = now_ms()
+        quota_keys = [] if actor is None else self.store.job_quota_counters(actor.client or req.client_id, actor.ip, ms)
         async with self.store.guard("register_key"):
             raw = await self._register_key(
                 keys=[
@@ -37,6 +43,7 @@ class VectorStore:
                     k.jobs_by_deadline,
                     k.tombstone(req.job_id),
                     k.jobs_by_updated,
+                    *quota_keys,
                 ],
                 args=[
                     req.job_id,
@@ -44,7 +51,7 @@ class VectorStore:
                     req.total_clients,
                     req.schema_json or "",
                     *self.store._change_args(),
-                    req.deadline_ms if req.deadline_ms is not None else now_ms() + self.store.collection_timeout_ms,
+                    req.deadline_ms if req.deadline_ms is not None else ms + self.store.collection_timeout_ms,
                     "" if req.vector_length is None else req.vector_length,
                     req.max_rows,
                     req.public_key,

@@ -8,12 +8,13 @@ from typing import Any
 from aiohttp import web
 
 from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound
+from orchestrator.quotas import job_quota_exceeded, with_creation_quotas
 from orchestrator.securesum.requests import parse_key_request
 from orchestrator.security.policy import AUDIT_OUTCOME, principal, require_scoped_writer, require_self
 from orchestrator.store import now_ms
-from orchestrator.typedefs import SETTINGS, VECTORS
+from orchestrator.typedefs import MEMORY, SETTINGS, VECTORS
 from orchestrator.validation import parse_json_object, validate_id
-from orchestrator.views import read_body, require_json
+from orchestrator.views import read_body, request_actor, require_json
 
 logger = logging.getLogger("orchestrator.api")
 
@@ -25,11 +26,17 @@ async def register_key(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     # The schema of a long vector is long too: this body may be as large as a vector's.
     body = parse_json_object(await read_body(request, settings.max_vector_body_bytes))
-    req, creation_error = parse_key_request(job_id, body, settings, now_ms())
+    req, layout_error = parse_key_request(job_id, body, settings, now_ms())
+    req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
     require_self(request, req.client_id)
     require_scoped_writer(principal(request))
-    result = await request.app[VECTORS].register_key(req)
+    result = await request.app[VECTORS].register_key(req, request_actor(request))
+    if result.created:
+        request.app[MEMORY].charge(req)
     request[AUDIT_OUTCOME] = result.outcome
+    if result.outcome == "quota_exceeded":
+        logger.warning("Refused new job %s of client %s: job quota exceeded", job_id, req.client_id)
+        raise job_quota_exceeded(int(result.detail or "1000") / 1000, settings)
     if result.outcome == "refused" and creation_error is not None and result.detail == creation_error.code:
         raise creation_error
     where = f"job {job_id}, client {req.client_id}"
