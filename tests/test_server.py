@@ -281,8 +281,9 @@ def serve_with_fd_limit(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[by
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=handle,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT)),
         )
+    # Long before it listens (and without a preexec_fn in a threaded test process).
+    resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
     return proc, port, stderr
 
 
