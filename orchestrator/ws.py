@@ -265,24 +265,30 @@ class JobFeed:
                     await ws.text(raw)
                 return missed[-1][0] if missed else since
         if sub is not None:
-            job = await _retrying(ws, self.hub.shared, sub, f"job:{self.job_id}", self._read)
+            shared = await _retrying(ws, self.hub.shared, sub, f"job:{self.job_id}", self._read)
         else:
-            job = await _retrying(ws, self.store.find_job, self.job_id)
+            shared = await _retrying(ws, self._read)
+        job = shared.job
         self.gone = job is None
         version = job.version if job else 0
-        await ws.json(
-            {
-                "type": "snapshot",
-                "jobId": self.job_id,
-                "version": version,
-                "at": iso_ms(now_ms()),
-                "job": job_detail(job) if job else None,
-            }
-        )
+        head = json.dumps({"type": "snapshot", "jobId": self.job_id, "version": version, "at": iso_ms(now_ms())})
+        await ws.text(f'{head[:-1]}, "job": {shared.encoded}}}')
         return version
 
-    async def _read(self) -> Job | None:
-        return await self.store.find_job(self.job_id)
+    async def _read(self) -> SharedJob:
+        return SharedJob(await self.store.find_job(self.job_id))
+
+
+class SharedJob:
+    """A job as its sockets' snapshots show it, shared by those that catch up at once (EventHub.shared) and
+    encoded once for all of them: it may carry a schema of megabytes."""
+
+    def __init__(self, job: Job | None) -> None:
+        self.job = job
+
+    @functools.cached_property
+    def encoded(self) -> str:
+        return json.dumps(job_detail(self.job) if self.job else None)
 
 
 class AllFeed:
