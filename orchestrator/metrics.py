@@ -42,6 +42,13 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.redis_memory = Gauge(
+            "orchestrator_redis_memory_bytes",
+            "Redis memory as the guard last sampled it: used (used_memory), limit (maxmemory, else "
+            "MAX_REDIS_MEMORY_BYTES; 0: none) and threshold (where new jobs get 507; 0: guard off).",
+            ["kind"],
+            registry=self.registry,
+        )
         self.redis_seconds = Histogram(
             "orchestrator_redis_duration_seconds",
             "Redis call latency, by operation.",

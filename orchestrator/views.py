@@ -335,6 +335,9 @@ async def metrics(request: web.Request) -> web.Response:
         counts = {}
     for status, count in counts.items():
         registry.jobs.labels(status.value).set(count)
+    memory = request.app[MEMORY]
+    for kind, value in (("used", memory.used), ("limit", memory.limit), ("threshold", memory.threshold)):
+        registry.redis_memory.labels(kind).set(value)
     body = generate_latest(registry.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

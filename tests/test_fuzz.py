@@ -26,6 +26,8 @@ async def test_schemathesis_finds_no_500_and_no_undocumented_response(tmp_path: 
         "ACCESS_LOG": "false",
         "RATE_LIMIT_CLIENT_WRITES": "0",
         "RATE_LIMIT_IP_WRITES": "0",
+        "RATE_LIMIT_CLIENT_JOBS": "0",
+        "RATE_LIMIT_IP_JOBS": "0",
     }
     service = ServiceProcess(env, tmp_path)
     try:

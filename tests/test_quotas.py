@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
+from orchestrator.security.tokens import issue_token
 from orchestrator.settings import Settings, SettingsError
 from orchestrator.typedefs import MEMORY, STORE
 
@@ -56,6 +57,19 @@ async def test_a_client_past_its_job_quota_creates_nothing_and_others_go_on(make
     # The refused request is in the audit trail with its outcome.
     entries = [e for e in (await (await client.get("/api/audit?limit=50")).json())["entries"] if e["job"] == "q3"]
     assert [e["outcome"] for e in entries] == ["quota_exceeded"]
+
+
+async def test_with_authentication_the_quota_is_the_tokens(make_client: Callable[..., Any]) -> None:
+    # One token is one quota, whatever clientIds it names.
+    secret = "s3cret-for-tests-only-0123456789abcdef"
+    client = await make_client(auth_jwt_secret=secret, rate_limit_client_jobs=2, rate_limit_ip_jobs=0)
+    ops = {"Authorization": f"Bearer {issue_token(secret, 'ops', 'admin', 600, None)}"}
+    holder = {"Authorization": f"Bearer {issue_token(secret, 'holder', 'client', 600, ['*'])}"}
+    for n in range(2):
+        assert (await client.post("/api/update", json=update(f"t{n}", f"c{n}"), headers=ops)).status == 200
+    resp = await client.post("/api/update", json=update("t2", "c2"), headers=ops)
+    assert await error_of(resp) == (429, "job_quota_exceeded")
+    assert (await client.post("/api/update", json=update("t3", "holder"), headers=holder)).status == 200
 
 
 async def test_the_job_quota_is_exact_across_replicas(make_client: Callable[..., Any]) -> None:
@@ -147,6 +161,8 @@ async def test_new_jobs_get_507_while_redis_is_nearly_full(make_client: Callable
     assert (await client.get("/api/job-status/m1")).status == 200
     assert (await client.get("/api/jobs")).status == 200
     assert (await client.post("/api/jobs/m2/cancel")).status == 200
+    metrics = await (await client.get("/metrics")).text()
+    assert 'orchestrator_redis_memory_bytes{kind="threshold"} 921.0' in metrics
     # Below the threshold again, jobs are created again.
     memory.fallback_limit = 0
     memory.observe(0, 0)
