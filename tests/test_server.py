@@ -23,6 +23,7 @@ import pytest
 
 from orchestrator import server
 from orchestrator.app import create_app
+from orchestrator.protocol import MaskedFramesOnly
 from orchestrator.settings import Settings
 from tests.support import REPO, free_port
 
@@ -249,6 +250,46 @@ async def test_an_unmasked_websocket_frame_closes_the_connection_with_1002(start
         assert await read_all(reader, 3) == b""
     finally:
         writer.close()
+
+
+class RecordingReader:
+    def __init__(self) -> None:
+        self.fed = b""
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.fed += data
+        return False, b""
+
+    def feed_eof(self) -> None:
+        pass
+
+
+def masked(payload: bytes) -> bytes:
+    n = len(payload)
+    length = (
+        bytes([0x80 | n])
+        if n < 126
+        else bytes([0xFE]) + n.to_bytes(2, "big")
+        if n < 65536
+        else bytes([0xFF]) + n.to_bytes(8, "big")
+    )
+    key = b"\x01\x02\x03\x04"
+    return b"\x82" + length + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1000, 100_000])
+def test_the_mask_check_finds_every_frame_header_however_the_bytes_arrive(chunk: int) -> None:
+    good = masked(b"a" * 5) + masked(b"b" * 300) + masked(b"c" * 70_000) + masked(b"")
+    stream = good + ws_frame(0x1, b"late", masked=False) + masked(b"never read")
+    reader = RecordingReader()
+    guard = MaskedFramesOnly(reader)
+    for i in range(0, len(stream), chunk):
+        guard.feed_data(stream[i : i + chunk])
+    # Everything before the unmasked frame reaches aiohttp's reader as sent, then a frame it fails with 1002;
+    # nothing after.
+    assert reader.fed == good + b"\x8f\x80"
+    assert guard.feed_data(masked(b"more")) == (True, b"")
+    assert reader.fed == good + b"\x8f\x80"
 
 
 async def test_event_loop_lag_is_a_metric(start: Start) -> None:
