@@ -76,8 +76,9 @@ class Edge:
         limit = fd_limit if fd_limit is not None else descriptor_limit()
         # Descriptors are handed out lowest first: an accepted socket numbered at or above this ceiling
         # means fewer than the reserve are left for Redis, outbound calls and log files.
-        reserve = min(settings.fd_reserve, limit // 4) if limit else 0
-        self.fd_ceiling = limit - reserve if limit and reserve else None
+        self.fd_limit = limit
+        self.fd_reserve = min(settings.fd_reserve, limit // 4) if limit else 0
+        self.fd_ceiling = limit - self.fd_reserve if limit and self.fd_reserve else None
         self.open: Counter[str] = Counter()
         self.shutting_down = False  # the listener is closed
         # When refusing for want of descriptors began, and last happened: "accepting again" is said once,
@@ -113,10 +114,11 @@ class Edge:
             self.starving()
             self._refusal_logs[reason].log(
                 logging.WARNING,
-                "Refusing new connections with 503: descriptor %d reached the reserve (limit %d, FD_RESERVE); "
-                "open connections are still served",
+                "Refusing new connections with 503: descriptor %d is among the last %d of the %d allowed "
+                "(FD_RESERVE); open connections are still served",
                 fd,
-                self.fd_ceiling,
+                self.fd_reserve,
+                self.fd_limit,
             )
         elif ip is not None and self.per_ip and self.open[ip] >= self.per_ip and ip not in self.uncapped:
             reason = "per_ip_limit"
