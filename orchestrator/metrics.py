@@ -58,7 +58,7 @@ class Metrics:
         )
         self.redis_errors = Counter(
             "orchestrator_redis_errors",
-            "Redis calls that failed (unreachable, timed out, or refused: out of memory, read-only, ...), by operation.",
+            "Redis calls that failed (unreachable, timed out, or refused: out of memory, read-only...), by operation.",
             ["operation"],
             registry=self.registry,
         )

@@ -229,10 +229,13 @@ async def test_read_only_replica(
     replica_server.start()
     try:
         replica = await start(aiohttp_client, replica_server.url, tmp_path / "replica")
-        for _ in range(100):
+        # The first sync takes a while on a busy machine: up to 20 s.
+        for _ in range(400):
             if (await replica.get("/api/job-status/a")).status == 200:
                 break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the replica never synced job a")
         # The replica serves what it has and refuses the rest, which the primary never sees.
         await exercise(replica, "READONLY", caplog)
         await assert_job_a_unchanged(primary)
