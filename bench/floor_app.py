@@ -27,7 +27,7 @@ from orchestrator.connections import create_redis
 from orchestrator.keys import Keys
 from orchestrator.models import JobStatus, iso_ms
 from orchestrator.settings import Settings
-from orchestrator.store import schema_digest
+from orchestrator.validation import schema_digest
 
 # The same constant as orchestrator/store.py (_KEY_TTL_GRACE_MS), and the default settings.
 _KEY_TTL_GRACE_MS = 3600 * 1000

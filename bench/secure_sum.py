@@ -45,7 +45,7 @@ def masking_seconds(clients: int, elements: int, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        mask_vector(values, job_id="bench", client_id="me", private_key=key, public_keys=peers)
+        mask_vector(values, job_id="bench", instance_id="bench-1", client_id="me", private_key=key, public_keys=peers)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 

@@ -23,6 +23,7 @@ from orchestrator.keys import Keys
 from orchestrator.looplag import watch_loop_lag
 from orchestrator.metrics import Metrics
 from orchestrator.middleware import observe
+from orchestrator.offload import Offloader
 from orchestrator.quotas import MemoryGuard
 from orchestrator.results.worker import DeliveryService
 from orchestrator.routes import setup_routes
@@ -33,7 +34,19 @@ from orchestrator.security.guard import guard
 from orchestrator.security.tokens import Authenticator
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable
-from orchestrator.typedefs import AUDIT, AUTHENTICATOR, HUB, MEMORY, METRICS, REDIS, SETTINGS, SOCKETS, STORE, VECTORS
+from orchestrator.typedefs import (
+    AUDIT,
+    AUTHENTICATOR,
+    HUB,
+    MEMORY,
+    METRICS,
+    OFFLOAD,
+    REDIS,
+    SETTINGS,
+    SOCKETS,
+    STORE,
+    VECTORS,
+)
 from orchestrator.ws import SocketRegistry
 
 logger = logging.getLogger(__name__)
@@ -48,6 +61,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     app[AUTHENTICATOR] = Authenticator(settings)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[OFFLOAD] = Offloader(settings.parse_offload_bytes)
     setup_routes(app)
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -176,6 +190,9 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     async def close_sockets(app: web.Application) -> None:
         await app[SOCKETS].close_all()
 
+    async def close_offload(app: web.Application) -> None:
+        app[OFFLOAD].close()
+
     app[SOCKETS] = SocketRegistry()
     app.cleanup_ctx.append(loop_lag_ctx)
     app.cleanup_ctx.append(redis_ctx)
@@ -184,4 +201,5 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     app.cleanup_ctx.append(memory_ctx)
     app.cleanup_ctx.append(aggregation_ctx)
     app.on_shutdown.append(close_sockets)
+    app.on_cleanup.append(close_offload)
     return app

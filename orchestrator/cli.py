@@ -14,17 +14,15 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from orchestrator import SERVICE_NAME, __version__, server
 from orchestrator.app import create_app
 from orchestrator.client import FINAL_STATUSES, OrchestratorClient, OrchestratorError
 from orchestrator.logconfig import configure_logging, shutdown_logging
 from orchestrator.securesum.demo import run_demo
-from orchestrator.securesum.masking import generate_private_key
+from orchestrator.securesum.keyfile import KeyFile, KeyFileError
 from orchestrator.securesum.participant import DEFAULT_MAX_ROWS, KeyRoundError
-from orchestrator.security.tokens import ROLES, AuthError, issue_token, parse_ttl
+from orchestrator.security.tokens import ROLES, AuthError, bound_claims, issue_token, parse_ttl
 from orchestrator.settings import Settings, SettingsError, client_base_url
 
 logger = logging.getLogger("orchestrator.main")
@@ -166,6 +164,11 @@ async def submit_command(args: argparse.Namespace) -> int:
     if not args.csv.is_file():
         print(f"orchestrator: no such CSV file: {args.csv}", file=sys.stderr)
         return 2
+    try:
+        key_file = KeyFile.open(args.key_file, args.job) if args.key_file else None
+    except KeyFileError as e:
+        print(f"orchestrator: {e}", file=sys.stderr)
+        return 2
     async with client_for(args) as client:
         answer = await client.submit_statistics(
             args.job,
@@ -177,22 +180,10 @@ async def submit_command(args: argparse.Namespace) -> int:
             max_rows=args.max_rows,
             wait=args.wait,
             timeout=args.timeout,
-            private_key=load_or_create_key(args.key_file) if args.key_file else None,
+            key_file=key_file,
         )
     print(json.dumps(answer, indent=2 if args.wait else None))
     return 0 if not args.wait or answer.get("status") == "COMPLETED" else 1
-
-
-def load_or_create_key(path: Path) -> X25519PrivateKey:
-    """The private key kept at ``path`` (raw 32 bytes), made and written with mode 0600 if there is none."""
-    if path.exists():
-        return X25519PrivateKey.from_private_bytes(path.read_bytes())
-    key = generate_private_key()
-    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(raw)
-    return key
 
 
 async def demo_command(args: argparse.Namespace) -> int:
@@ -208,8 +199,11 @@ async def demo_command(args: argparse.Namespace) -> int:
         print("orchestrator: the demo issues its holders' tokens, so it needs AUTH_JWT_SECRET", file=sys.stderr)
         return 2
     secret = settings.auth_jwt_secret
+    claims = bound_claims(settings)
     if args.url:
-        ok = await run_demo(args.url.rstrip("/"), clients=args.clients, rows=args.rows, seed=args.seed, secret=secret)
+        ok = await run_demo(
+            args.url.rstrip("/"), clients=args.clients, rows=args.rows, seed=args.seed, secret=secret, claims=claims
+        )
         return 0 if ok else 1
     if refusal := check_exposure(settings, False):
         print(f"orchestrator: {refusal}", file=sys.stderr)
@@ -221,7 +215,7 @@ async def demo_command(args: argparse.Namespace) -> int:
         await web.TCPSite(runner, settings.host, settings.port).start()
         url = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '') else settings.host}:{settings.port}"
         print(f"Service started on {url} ({settings.redis_label})")
-        ok = await run_demo(url, clients=args.clients, rows=args.rows, seed=args.seed, secret=secret)
+        ok = await run_demo(url, clients=args.clients, rows=args.rows, seed=args.seed, secret=secret, claims=claims)
         if not args.exit:
             print(f"\nThe service keeps running: open {url}/dashboard (Ctrl-C to stop).", flush=True)
             await asyncio.Event().wait()
@@ -247,9 +241,7 @@ def token_command(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        # The service checks iss and aud when it is configured with them: a token without them is refused.
-        bound = {"iss": settings.auth_jwt_issuer, "aud": settings.auth_jwt_audience}
-        claims = {name: value for name, value in bound.items() if value is not None}
+        claims = bound_claims(settings)
         print(issue_token(settings.auth_jwt_secret, args.sub, args.role, parse_ttl(args.ttl), jobs, **claims))
     except (ValueError, AuthError) as e:
         print(f"orchestrator: {e}", file=sys.stderr)

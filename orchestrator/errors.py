@@ -35,6 +35,17 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.details}}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Whole, whatever a subclass's __init__ takes: a body parsed in a worker process raises it there.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[ApiError], message: str, state: dict[str, Any]) -> ApiError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class ValidationError(ApiError):
     status = 400

@@ -38,7 +38,8 @@ class UpdateRequest:
     job_id: str
     client_id: str
     total_clients: int
-    # Canonical JSON of the schema (sorted keys, compact) or None when the update has none.
+    # Canonical JSON of the schema (sorted keys, compact) or None when the update has none, and its SHA-1
+    # (what the scripts compare schemas by; computed where the body is parsed, maybe a worker process).
     schema_json: str | None
     # When the job must have all its clients (epoch ms), if the update says; else the default applies.
     deadline_ms: int | None = None
@@ -54,6 +55,7 @@ class UpdateRequest:
     # Why this update may not create its job (overflow_risk, job_too_large, storage_full), checked only if it
     # would (job_too_large also when it would store its schema in a job that has none).
     creation_refusal: str = ""
+    schema_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class KeyRequest:
     deadline_ms: int | None = None
     max_rows_declared: bool = False
     creation_refusal: str = ""
+    schema_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class KeyResult:
     version: int
     status: str
     detail: str | None
+    instance_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,8 @@ class Job:
     aggregation: str | None = None
     max_rows: int | None = None
     key_count: int = 0
+    # Random per job instance ('' for a job stored before instances existed).
+    instance_id: str = ""
 
     @classmethod
     def from_redis(cls, raw: dict[str, str], client_times: dict[str, str] | None = None) -> Job:
@@ -161,6 +167,7 @@ class Job:
             aggregation=raw.get("aggregation") or None,
             max_rows=_int_or_none(raw.get("maxRows")),
             key_count=int(raw.get("keyCount") or 0),
+            instance_id=raw.get("instance") or "",
         )
 
     @classmethod

@@ -6,7 +6,13 @@ from typing import Any
 
 from orchestrator import __version__
 
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+# "." and ".." match the pattern but no URL path can carry them as a segment: 400 invalid_id.
+_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$", "not": {"enum": [".", ".."]}}
+_INSTANCE = {
+    "type": "string",
+    "description": "Random id of this job instance: a jobId may be used again after its job expired; masks, "
+    "Idempotency-Keys and key files are bound to the instance.",
+}
 _STATUS = {"type": "string", "enum": ["IN_PROGRESS", "AGGREGATING", "COMPLETED", "FAILED", "CANCELLED"]}
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": "string", "format": "date-time", "nullable": True}
@@ -215,13 +221,25 @@ SCHEMAS: dict[str, Any] = {
             "totalClients": {"type": "integer"},
             "complete": {"type": "boolean"},
             "version": {"type": "integer"},
+            "instanceId": _INSTANCE,
         },
     },
     "KeyRound": {
         "type": "object",
-        "required": ["jobId", "status", "totalClients", "maxRows", "keyCount", "complete", "keys", "version"],
+        "required": [
+            "jobId",
+            "status",
+            "totalClients",
+            "maxRows",
+            "keyCount",
+            "complete",
+            "keys",
+            "version",
+            "instanceId",
+        ],
         "properties": {
             "jobId": _ID,
+            "instanceId": _INSTANCE,
             "status": _STATUS,
             "totalClients": {"type": "integer"},
             "maxRows": {"type": "integer"},
@@ -270,6 +288,7 @@ SCHEMAS: dict[str, Any] = {
             "jobId": _ID,
             "message": {"type": "string"},
             "version": {"type": "integer"},
+            "instanceId": _INSTANCE,
             "failureReason": {"type": "string"},
             "deliveries": {"type": "object", "description": "Per destination: state, attempts, reason, ..."},
             "progress": {
@@ -335,6 +354,7 @@ SCHEMAS: dict[str, Any] = {
                     "failureReason": {"type": "string", "nullable": True},
                     "finalResult": {"nullable": True},
                     "deliveries": {"type": "object"},
+                    "instanceId": _INSTANCE,
                 },
             },
         ]

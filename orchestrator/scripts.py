@@ -30,19 +30,21 @@ end
 # Shared prelude: create a job (the first update, or the first key of a secure-sum job, does it).
 #   tomb: the job's tombstone (the last version of an expired job of the same id: a new job carries on
 #   from it, so listeners that saw the old one see a gapless sequence); indexes: {created, IN_PROGRESS,
-#   deadlines}; fields: extra hash fields (aggregation backend, vector layout).
+#   deadlines}; fields: extra hash fields (aggregation backend, vector layout); instance: a random id of this
+#   job instance (a jobId may be used again once a job has expired; the instance never repeats).
 _CREATE = """
 local function create_job(job, events, tomb, indexes, job_id, total, schema, digest, now, at, history, channel,
-                          deadline, fields)
+                          deadline, fields, instance)
   local base = tonumber(redis.call('GET', tomb) or '0')
   redis.call('DEL', tomb)
   redis.call('HSET', job, 'jobId', job_id, 'totalClients', total, 'doneCount', 0, 'schema', schema,
     'schemaDigest', digest, 'finalResult', '', 'status', 'IN_PROGRESS', 'createdAt', now, 'updatedAt', now,
-    'version', base, 'deadlineAt', deadline, unpack(fields))
+    'version', base, 'deadlineAt', deadline, 'instance', instance, unpack(fields))
   redis.call('ZADD', indexes[1], now, job_id)
   redis.call('ZADD', indexes[2], now, job_id)
   redis.call('ZADD', indexes[3], tonumber(deadline), job_id)
-  emit(job, events, job_id, at, history, channel, 'job.created', {totalClients = total, status = 'IN_PROGRESS'})
+  emit(job, events, job_id, at, history, channel, 'job.created',
+    {totalClients = total, status = 'IN_PROGRESS', instanceId = instance})
   return base
 end
 
@@ -114,6 +116,7 @@ return rate_limited(KEYS, limits, ARGV[1]) or 0
 # Job quotas, checked only by an update that would create its job (fixed windows of CONFIG.job_window, limits
 # CONFIG.client_jobs and CONFIG.ip_jobs, 0: none): KEYS[17] the client's job counter  KEYS[18] the IP's
 # (either may be left out: then it is not limited)
+# ARGV[20] a fresh random instance id, kept if this update creates the job
 # Returns {outcome, created, triggered, status, doneCount, totalClients, version, detail}
 #   outcome: 'recorded' | 'duplicate' (client already counted, nothing changed)
 #            | 'conflict' (totalClients or schema differ from the job's; detail names which)
@@ -172,7 +175,7 @@ local function update()
       return {'quota_exceeded', 0, 0, 'IN_PROGRESS', 0, total, 0, tostring(wait)}
     end
     local base = create_job(job, events, KEYS[11], {KEYS[5], KEYS[7], KEYS[10]}, job_id, total, schema, ARGV[12],
-      now, at, history, channel, ARGV[7], fields)
+      now, at, history, channel, ARGV[7], fields, ARGV[20])
     created = 1
     current = {tostring(total), ARGV[12], 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), ARGV[8], ARGV[10],
       ARGV[11]}
@@ -295,10 +298,12 @@ def _job_quotas(quotas: tuple[int, int, int]) -> str:
 # ARGV[12] maxRows  ARGV[13] the public key (canonical base64)  ARGV[14] SHA-1 of ARGV[4] ('' when no schema)
 # ARGV[15] '1' when the request declares maxRows (then it must equal the job's)
 # ARGV[16] why this request may not create the job ('' when it may: overflow_risk, job_too_large, storage_full)
+# ARGV[17] a fresh random instance id, kept if this request creates the job
 # Job quotas, checked only by a request that would create the job (register_key_script prepends CONFIG: the
 # window ms and the limits, 0: none): KEYS[9] the client's job counter  KEYS[10] the IP's (either may be left
 # out: then it is not limited)
-# Returns {outcome, created, keyCount, totalClients, version, status, detail}
+# Returns {outcome, created, keyCount, totalClients, version, status, detail[, instance id]} (the instance id
+# when the key is registered: a client binds its key file and its masks to it)
 #   outcome: 'registered' | 'duplicate' (this very key was registered before: nothing changes)
 #            | 'replaced' (another key of this client, before the round completed: nobody can have used
 #              the old one, so a client that lost its key may start over)
@@ -317,7 +322,7 @@ local job_id, client_id, total, schema = ARGV[1], ARGV[2], tonumber(ARGV[3]), AR
 local now, at, ttl, history, channel = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
 local created = 0
 local current = redis.call('HMGET', job, 'totalClients', 'schemaDigest', 'status', 'version', 'aggregation',
-  'maxRows')
+  'maxRows', 'instance')
 if not current[1] then
   if schema == '' then
     return {'refused', 0, 0, total, 0, '', 'schema_required'}
@@ -330,9 +335,10 @@ if not current[1] then
     return {'quota_exceeded', 0, 0, total, 0, '', tostring(wait)}
   end
   local base = create_job(job, events, KEYS[7], {KEYS[4], KEYS[5], KEYS[6]}, job_id, total, schema, ARGV[14],
-    now, at, history, channel, ARGV[10], {'aggregation', 'secure-sum', 'vectorLength', ARGV[11], 'maxRows', ARGV[12]})
+    now, at, history, channel, ARGV[10], {'aggregation', 'secure-sum', 'vectorLength', ARGV[11], 'maxRows', ARGV[12]},
+    ARGV[17])
   created = 1
-  current = {tostring(total), ARGV[14], 'IN_PROGRESS', tostring(base + 1), 'secure-sum', ARGV[12]}
+  current = {tostring(total), ARGV[14], 'IN_PROGRESS', tostring(base + 1), 'secure-sum', ARGV[12], ARGV[17]}
 end
 local version = tonumber(current[4])
 if current[5] ~= 'secure-sum' then
@@ -350,7 +356,7 @@ end
 local count = redis.call('HLEN', keys)
 local existing = redis.call('HGET', keys, client_id)
 if existing == ARGV[13] then
-  return {'duplicate', 0, count, total, version, current[3], ''}
+  return {'duplicate', 0, count, total, version, current[3], '', current[7] or ''}
 end
 if existing and count >= total then
   return {'refused', 0, count, total, version, current[3], 'key_conflict'}
@@ -377,7 +383,7 @@ if count == total and outcome == 'registered' then
 end
 redis.call('ZADD', KEYS[8], now, job_id)
 for _, key in ipairs({job, events, keys}) do redis.call('PEXPIRE', key, ttl) end
-return {outcome, created, count, total, version, 'IN_PROGRESS', ''}
+return {outcome, created, count, total, version, 'IN_PROGRESS', '', current[7] or ''}
 """
 )
 

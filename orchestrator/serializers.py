@@ -16,6 +16,7 @@ def status_body(job: Job) -> dict[str, Any]:
         "message": _status_message(job),
         "progress": progress,
         "version": job.version,
+        "instanceId": job.instance_id,
         "jobInfo": {
             "totalClients": job.total_clients,
             "doneCount": job.done_count,
@@ -82,6 +83,7 @@ def job_detail(job: Job) -> dict[str, Any]:
         "finalResult": job.final_result,
         "deliveries": job.deliveries,
         "aggregation": job.aggregation,
+        "instanceId": job.instance_id,
         **({"keyRound": key_round(job)} if job.aggregation == "secure-sum" else {}),
     }
 

@@ -39,6 +39,9 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     # A request carrying a statistics vector (an update of a summed-vector job) may be this large.
     max_vector_body_bytes: int = 16 * 1024 * 1024
+    # Bodies of at least this many bytes are parsed and laid out in a worker process, off the event loop
+    # (0: always inline).
+    parse_offload_bytes: int = 256 * 1024
     # The most rows a client may count in a summed-vector job that does not say (its `maxRows`).
     vector_max_rows: int = 1_000_000
     # The most Redis memory one job may take: its schema, and per client its bookkeeping and its vector
@@ -323,6 +326,14 @@ class Settings:
                 lambda v: 1024 <= v <= 1 << 30,
                 "bytes, 1024-1073741824",
             ),
+            parse_offload_bytes=_parse(
+                env,
+                "PARSE_OFFLOAD_BYTES",
+                default.parse_offload_bytes,
+                int,
+                lambda v: v >= 0,
+                "bytes, 0 or more (0: parse every body on the event loop)",
+            ),
             max_job_bytes=_parse(
                 env,
                 # MAX_JOB_VECTOR_BYTES: its name when it counted only vectors.
@@ -545,6 +556,7 @@ class Settings:
             "event_history": self.event_history,
             "max_body_bytes": self.max_body_bytes,
             "max_vector_body_bytes": self.max_vector_body_bytes,
+            "parse_offload_bytes": self.parse_offload_bytes,
             "vector_max_rows": self.vector_max_rows,
             "max_job_bytes": self.max_job_bytes,
             "job_quotas": f"{self.rate_limit_client_jobs}/client, {self.rate_limit_ip_jobs}/IP per "

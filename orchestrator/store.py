@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +30,7 @@ from orchestrator.models import (
     iso_ms,
 )
 from orchestrator.refusals import REFUSALS, RefusalLog, refusal_code, said
+from orchestrator.validation import schema_digest
 from orchestrator.waits import note_failure, waited_recently
 
 # A Redis key lives this much longer than the job TTL, so the janitor (which announces the expiry)
@@ -68,10 +69,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def schema_digest(schema_json: str | None) -> str:
-    """What the scripts compare schemas by: loading a large stored schema on every update would cost more
-    than the update."""
-    return hashlib.sha1(schema_json.encode(), usedforsecurity=False).hexdigest() if schema_json else ""
+def new_instance_id() -> str:
+    """A random id for the job instance a write may create: a jobId may come back once its job has expired,
+    and what must never repeat (result idempotency keys, mask derivation) is bound to the instance."""
+    return secrets.token_hex(16)
 
 
 def pairs(flat: list[str]) -> dict[str, str]:
@@ -238,7 +239,7 @@ class JobStore:
                     req.vector or b"",
                     "" if req.vector_length is None else req.vector_length,
                     "" if req.max_rows is None else req.max_rows,
-                    schema_digest(req.schema_json),
+                    req.schema_digest or schema_digest(req.schema_json),
                     "1" if req.max_rows_declared else "",
                     req.creation_refusal,
                     client_limit,
@@ -246,6 +247,7 @@ class JobStore:
                     actor.who,
                     actor.role,
                     actor.ip,
+                    new_instance_id(),
                 ],
             )
         outcome, created, triggered, status, done, total, version, conflict = raw

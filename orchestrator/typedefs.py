@@ -9,6 +9,7 @@ from aiohttp import web
 
 from orchestrator.hub import EventHub
 from orchestrator.metrics import Metrics
+from orchestrator.offload import Offloader
 from orchestrator.quotas import MemoryGuard
 from orchestrator.securesum.store import VectorStore
 from orchestrator.security.audit import AuditLog
@@ -28,4 +29,5 @@ VECTORS = web.AppKey("vectors", VectorStore)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 AUDIT = web.AppKey("audit", AuditLog)
 MEMORY = web.AppKey("memory", MemoryGuard)
+OFFLOAD = web.AppKey("offload", Offloader)
 SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -14,6 +15,7 @@ from orchestrator.errors import ValidationError
 from orchestrator.models import AGGREGATION_BACKENDS, DATA_TYPES, JobStatus, UpdateRequest
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_DOT_SEGMENTS = frozenset({".", ".."})
 MAX_TOTAL_CLIENTS = 100_000
 MAX_SCHEMA_FEATURES = 10_000
 MAX_NAME_LENGTH = 256
@@ -21,6 +23,13 @@ MAX_PAGE = 500
 MAX_DEADLINE_SECONDS = 30 * 86400
 # The longest statistics vector a schema may describe (offset + length), and the most categories.
 MAX_VECTOR = 1_000_000
+CATEGORICAL_TYPES = frozenset({"CATEGORICAL", "NOMINAL", "ORDINAL"})
+
+
+def schema_digest(schema_json: str | None) -> str:
+    """What the scripts compare schemas by: loading a large stored schema on every update would cost more
+    than the update."""
+    return hashlib.sha1(schema_json.encode(), usedforsecurity=False).hexdigest() if schema_json else ""
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -28,7 +37,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ValidationError("Request body is empty; a JSON object is required", code="invalid_json")
     try:
-        data = json.loads(body, parse_constant=_refuse_constant)
+        data = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
         raise ValidationError("Request body is not valid UTF-8", code="invalid_json") from None
     except json.JSONDecodeError as e:
@@ -46,6 +55,17 @@ def _refuse_constant(name: str) -> Any:
     # json.loads accepts NaN and Infinity, which are not JSON: stored, they would make every later
     # response (and the dashboard's parser) choke.
     raise ValidationError(f"Malformed JSON: {name} is not a JSON value", code="invalid_json")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON but no double: json.loads would make it Infinity, which is not JSON and would be
+    # stored and served as such.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValidationError(
+            f"Malformed JSON: the number {text[:40]} is beyond the range of a double", code="invalid_json"
+        )
+    return value
 
 
 def encodable(text: str, field: str) -> str:
@@ -70,6 +90,7 @@ def parse_update(data: dict[str, Any], *, now_ms: int | None = None) -> UpdateRe
         client_id=client_id,
         total_clients=total,
         schema_json=schema_json,
+        schema_digest=schema_digest(schema_json),
         deadline_ms=parse_deadline(data.get("deadline"), now_ms if now_ms is not None else int(time.time() * 1000)),
         aggregation=_parse_aggregation(data.get("aggregation")),
     )
@@ -88,15 +109,16 @@ def parse_deadline(value: Any, now_ms: int) -> int | None:
     if isinstance(value, str):
         try:
             when = datetime.fromisoformat(value)
-        except ValueError:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            deadline = int(when.timestamp() * 1000)
+        except (ValueError, OverflowError):
             raise ValidationError(
                 f"'deadline' is not an ISO 8601 time: {_short(value)}", code="invalid_field", field="deadline"
             ) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        deadline = int(when.timestamp() * 1000)
     else:
-        if not math.isfinite(value) or value <= 0 or value > MAX_DEADLINE_SECONDS:
+        # Compared before any float arithmetic: an integer of 400 digits has no float.
+        if not 0 < value <= MAX_DEADLINE_SECONDS or (isinstance(value, float) and not math.isfinite(value)):
             raise ValidationError(
                 f"'deadline' in seconds must be between 0 and {MAX_DEADLINE_SECONDS}",
                 code="invalid_field",
@@ -115,7 +137,7 @@ def parse_deadline(value: Any, now_ms: int) -> int | None:
 def _parse_aggregation(value: Any) -> str | None:
     if value is None:
         return None
-    if value not in AGGREGATION_BACKENDS:
+    if not isinstance(value, str) or value not in AGGREGATION_BACKENDS:
         raise ValidationError(
             f"'aggregation' must be one of {', '.join(sorted(AGGREGATION_BACKENDS))}, got {_short(value)}",
             code="invalid_field",
@@ -140,6 +162,11 @@ def validate_id(value: str, name: str) -> None:
             f"'{name}' must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
             code="invalid_field",
             field=name,
+        )
+    if value in _DOT_SEGMENTS:
+        # A URL path cannot carry them: clients (this project's too) normalise /api/jobs/.. away (RFC 3986).
+        raise ValidationError(
+            f"'{name}' may not be {value!r}: a URL path cannot carry it as a segment", code="invalid_id", field=name
         )
 
 
@@ -186,7 +213,7 @@ def canonical_schema(schema: Any) -> str:
             raise ValidationError(f"'{where}': duplicate feature name {name!r}", code="invalid_schema", field=where)
         names.add(name)
         data_type = feature.get("dataType")
-        if data_type not in DATA_TYPES:
+        if not isinstance(data_type, str) or data_type not in DATA_TYPES:
             raise ValidationError(
                 f"'{where}.dataType' must be one of {', '.join(sorted(DATA_TYPES))}, got {_short(data_type)}",
                 code="invalid_schema",
@@ -201,9 +228,13 @@ def canonical_schema(schema: Any) -> str:
         if offset is not None and length is not None:
             spans.append((offset, length, i))
         fields = feature.get("fields")
-        if fields is not None and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
+        if fields is not None and not (isinstance(fields, list) and _all_strings(fields)):
             raise ValidationError(
                 f"'{where}.fields' must be a list of strings", code="invalid_schema", field=f"{where}.fields"
+            )
+        if fields is not None and len(set(fields)) != len(fields):
+            raise ValidationError(
+                f"'{where}.fields' names a field twice", code="invalid_schema", field=f"{where}.fields"
             )
         _check_declarations(feature, where)
         if fields is not None and length is not None and len(fields) != length:
@@ -212,6 +243,8 @@ def canonical_schema(schema: Any) -> str:
                 code="invalid_schema",
                 field=f"{where}.fields",
             )
+        if feature.get("categories") is not None:
+            _check_categories_fit(feature["categories"], data_type, fields, length, where)
     for offset, length, i in spans:
         if offset + length > MAX_VECTOR:
             raise ValidationError(
@@ -234,25 +267,78 @@ def _check_declarations(feature: dict[str, Any], where: str) -> None:
     """`categories`, `bounds` and `scale`, when a feature declares them, are what they say."""
     categories = feature.get("categories")
     if categories is not None and not (
-        isinstance(categories, list) and len(categories) <= MAX_VECTOR and all(isinstance(c, str) for c in categories)
+        isinstance(categories, list)
+        and 0 < len(categories) <= MAX_VECTOR
+        and _all_strings(categories)
+        and len(set(categories)) == len(categories)
+        and "" not in categories
     ):
         raise ValidationError(
-            f"'{where}.categories' must be a list of strings", code="invalid_schema", field=f"{where}.categories"
+            f"'{where}.categories' must be a list of distinct non-empty strings",
+            code="invalid_schema",
+            field=f"{where}.categories",
         )
     bounds = feature.get("bounds")
     if bounds is not None and not (
         isinstance(bounds, list)
         and len(bounds) == 2
         and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+        and bounds[0] <= bounds[1]
     ):
         raise ValidationError(
-            f"'{where}.bounds' must be [min, max], two numbers", code="invalid_schema", field=f"{where}.bounds"
+            f"'{where}.bounds' must be [min, max], two numbers with min <= max",
+            code="invalid_schema",
+            field=f"{where}.bounds",
         )
     scale = feature.get("scale")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= 12):
         raise ValidationError(
             f"'{where}.scale' must be an integer 0-12 (decimal places)", code="invalid_schema", field=f"{where}.scale"
         )
+
+
+def _check_categories_fit(
+    categories: list[str], data_type: str, fields: list[str] | None, length: int | None, where: str
+) -> None:
+    """Declared categories say where each category's count is: the feature's values are ``numOfNotNull`` and
+    one count per category (in ``fields`` order when the feature names its fields). A layout that disagrees
+    would decode as counts of nothing, so it is refused here rather than published as zeros."""
+    if data_type not in CATEGORICAL_TYPES:
+        raise ValidationError(
+            f"'{where}.categories' is for {', '.join(sorted(CATEGORICAL_TYPES))} features, not {data_type}",
+            code="invalid_schema",
+            field=f"{where}.categories",
+        )
+    if "numOfNotNull" in categories:
+        raise ValidationError(
+            f"'{where}.categories' may not name a category numOfNotNull (the not-null count's field)",
+            code="invalid_schema",
+            field=f"{where}.categories",
+        )
+    if fields is not None:
+        extra = set(fields) - set(categories) - {"numOfNotNull"}
+        missing = [c for c in categories if c not in set(fields)]
+        if extra or missing:
+            named = ", ".join(repr(f) for f in [*sorted(extra), *missing][:3])
+            raise ValidationError(
+                f"'{where}.fields' must be numOfNotNull and the declared categories, one field each "
+                f"({'unknown' if extra else 'missing'}: {named})",
+                code="invalid_schema",
+                field=f"{where}.fields",
+            )
+    expected = len(fields) if fields is not None else 1 + len(categories)
+    if length is not None and length != expected:
+        raise ValidationError(
+            f"'{where}' declares length {length}, but its {len(categories)} categories take {expected} values "
+            "(numOfNotNull, then one count per category)",
+            code="invalid_schema",
+            field=f"{where}.length",
+        )
+
+
+def _all_strings(values: list[Any]) -> bool:
+    # At C speed: a schema may list a million categories.
+    return set(map(type, values)) <= {str}
 
 
 def _feature_name(feature: dict[str, Any], where: str) -> str:

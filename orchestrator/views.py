@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator import SERVICE_NAME, __version__
+from orchestrator.bodies import parse_update_body
 from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound, UnsupportedMediaType, ValidationError
 from orchestrator.logconfig import info_fast
 from orchestrator.models import Actor, UpdateOutcome
 from orchestrator.openapi import OPENAPI
 from orchestrator.quotas import job_quota_exceeded, with_creation_quotas
-from orchestrator.securesum.requests import binary_update, parse_vector, refusal, with_vector_layout
+from orchestrator.securesum.requests import refusal
 from orchestrator.security.guard import client_ip, rate_limited
 from orchestrator.security.policy import (
     AUDIT_JOB,
@@ -31,7 +30,7 @@ from orchestrator.security.policy import (
 from orchestrator.serializers import job_detail, job_summary, status_body
 from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
-from orchestrator.typedefs import AUTHENTICATOR, MEMORY, METRICS, SETTINGS, STORE
+from orchestrator.typedefs import AUTHENTICATOR, MEMORY, METRICS, OFFLOAD, SETTINGS, STORE
 from orchestrator.validation import (
     ID_PATTERN,
     encodable,
@@ -39,7 +38,6 @@ from orchestrator.validation import (
     parse_json_object,
     parse_limit,
     parse_status,
-    parse_update,
     validate_id,
 )
 
@@ -104,24 +102,14 @@ def request_actor(request: web.Request) -> Actor:
 
 async def update(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    if request.content_type == "application/octet-stream":
-        data: dict[str, Any] = {}
-        req = binary_update(request.query, await read_body(request, settings.max_vector_body_bytes))
-    else:
+    binary = request.content_type == "application/octet-stream"
+    if not binary:
         require_json(request)
-        body = await read_body(request, settings.max_vector_body_bytes)
-        if len(body) > settings.max_body_bytes and b'"vector"' not in body:
-            raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=len(body))
-        data = parse_json_object(body)
-        # Only the vector may take the body past MAX_BODY_BYTES.
-        vector = data.get("vector")
-        rest = len(body) - (len(vector) if isinstance(vector, str) else 0)
-        if rest > settings.max_body_bytes:
-            raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=len(body))
-        req = parse_update(data)
-        if vector is not None:
-            req = replace(req, vector=parse_vector(vector))
-    req, layout_error = with_vector_layout(req, data, settings)
+    body = await read_body(request, settings.max_vector_body_bytes)
+    # A large body (a long vector, a schema of many categories) is read in a worker process.
+    req, layout_error = await request.app[OFFLOAD].run(
+        len(body), parse_update_body, body, binary, dict(request.query), settings
+    )
     req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
     if req.aggregation == "smpc" and not settings.smpc_coordinator_url:
         raise ValidationError(

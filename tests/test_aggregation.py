@@ -239,6 +239,13 @@ async def test_a_forged_callback_is_refused(agg_client: Callable[..., Any], coor
     )
     assert resp.status == 403
     assert (await resp.json())["error"]["code"] == "invalid_token"
+    # A number beyond a double, from anyone: a 400 as the body is read, never a 500.
+    huge = await client.post(
+        "/api/smpc/callback/forge?token=guess",
+        data=b'{"status": "COMPLETED", "computationOutput": [1e400]}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert huge.status == 400 and (await huge.json())["error"]["code"] == "invalid_json"
     assert (await (await client.get("/api/job-status/forge")).json())["status"] == "AGGREGATING"
 
 

@@ -52,7 +52,7 @@ CASES: list[tuple[str, bytes, str, int, str]] = [
         b'{"jobId": "j", "clientId": "c", "totalClients": 1e400}',
         "application/json",
         400,
-        "invalid_field",
+        "invalid_json",  # beyond a double: refused as it is read, never stored as Infinity
     ),
     (
         "totalClients NaN",
@@ -159,6 +159,125 @@ CASES: list[tuple[str, bytes, str, int, str]] = [
     (
         "schema too many features",
         body(schema=[{"name": f"f{i}", "dataType": "BOOLEAN"} for i in range(10_001)]),
+        "application/json",
+        400,
+        "invalid_schema",
+    ),
+    # Found by an adversarial run (#8): 500s, non-finite numbers, ids a URL cannot carry, wrong counts.
+    ("deadline a 400-digit integer", body(deadline=10**400), "application/json", 400, "invalid_field"),
+    (
+        "deadline 1e400",
+        b'{"jobId": "j", "clientId": "c", "totalClients": 2, "deadline": 1e400}',
+        "application/json",
+        400,
+        "invalid_json",
+    ),
+    (
+        "deadline at year 1 east of UTC",
+        body(deadline="0001-01-01T00:00:00+05:00"),
+        "application/json",
+        400,
+        "invalid_field",
+    ),
+    ("aggregation a list", body(aggregation=["sum"]), "application/json", 400, "invalid_field"),
+    ("aggregation an object", body(aggregation={"a": 1}), "application/json", 400, "invalid_field"),
+    (
+        "dataType a list",
+        body(schema=[{"name": "a", "dataType": ["NUMERIC"]}]),
+        "application/json",
+        400,
+        "invalid_schema",
+    ),
+    ("dataType an object", body(schema=[{"name": "a", "dataType": {}}]), "application/json", 400, "invalid_schema"),
+    (
+        "bounds 1e400",
+        b'{"jobId": "j", "clientId": "c", "totalClients": 2, "schema": [{"name": "a", "dataType": '
+        b'"NUMERIC", "bounds": [0, 1e400]}]}',
+        "application/json",
+        400,
+        "invalid_json",
+    ),
+    (
+        "bounds reversed",
+        body(schema=[{"name": "a", "dataType": "NUMERIC", "bounds": [5, 1]}]),
+        "application/json",
+        400,
+        "invalid_schema",
+    ),
+    ("jobId .", body(jobId="."), "application/json", 400, "invalid_id"),
+    ("jobId ..", body(jobId=".."), "application/json", 400, "invalid_id"),
+    ("clientId ..", body(clientId=".."), "application/json", 400, "invalid_id"),
+    (
+        "categories with a length that leaves out numOfNotNull",
+        body(schema=[{"name": "a", "dataType": "NOMINAL", "categories": ["A", "B", "C"], "offset": 0, "length": 3}]),
+        "application/json",
+        400,
+        "invalid_schema",
+    ),
+    (
+        "categories with fields that name other things",
+        body(
+            schema=[
+                {
+                    "name": "a",
+                    "dataType": "NOMINAL",
+                    "categories": ["A", "B"],
+                    "offset": 0,
+                    "length": 3,
+                    "fields": ["numOfNotNull", "x", "y"],
+                }
+            ]
+        ),
+        "application/json",
+        400,
+        "invalid_schema",
+    ),
+    (
+        "categories with the real clients' 1-field layout",
+        body(
+            schema=[
+                {
+                    "name": "a",
+                    "dataType": "NOMINAL",
+                    "categories": ["A"],
+                    "offset": 0,
+                    "length": 1,
+                    "fields": ["numOfNotNull"],
+                }
+            ]
+        ),
+        "application/json",
+        400,
+        "invalid_schema",
+    ),
+    (
+        "categories on a BOOLEAN",
+        body(schema=[{"name": "a", "dataType": "BOOLEAN", "categories": ["A"]}]),
+        "application/json",
+        400,
+        "invalid_schema",
+    ),
+    (
+        "categories repeated",
+        body(schema=[{"name": "a", "dataType": "NOMINAL", "categories": ["A", "A"]}]),
+        "application/json",
+        400,
+        "invalid_schema",
+    ),
+    (
+        "categories empty",
+        body(schema=[{"name": "a", "dataType": "NOMINAL", "categories": []}]),
+        "application/json",
+        400,
+        "invalid_schema",
+    ),
+    (
+        "fields repeated",
+        body(
+            schema=[
+                {"name": "a", "dataType": "BOOLEAN", "offset": 0, "length": 2, "fields": ["numOfTrue", "numOfTrue"]}
+            ]
+        ),
         "application/json",
         400,
         "invalid_schema",

@@ -100,3 +100,29 @@ def test_malformed_outputs_fail_cleanly(output: list[Any], message: str) -> None
 def test_not_a_list() -> None:
     with pytest.raises(DecodingError, match="not a list"):
         decode(DETAILED_SCHEMA, {"a": 1}, clients=3)  # type: ignore[arg-type]
+
+
+def test_declared_categories_decode_in_the_order_their_fields_name_them() -> None:
+    schema = [
+        {"featureName": "blood", "dataType": "NOMINAL", "categories": ["A", "B", "C"], "offset": 0, "length": 4},
+        {
+            "featureName": "grade",
+            "dataType": "ORDINAL",
+            "categories": ["low", "high"],
+            "offset": 4,
+            "length": 3,
+            "fields": ["high", "numOfNotNull", "low"],
+        },
+    ]
+    blood, grade = decode(schema, [20, 10, 4, 6, 7, 9, 2], clients=2)
+    assert blood["categoryCounts"] == {"A": 10, "B": 4, "C": 6}
+    assert (grade["aggregatedNotNull"], grade["categoryCounts"]) == (9, {"low": 2, "high": 7})
+
+
+def test_a_category_the_aggregate_does_not_carry_fails_instead_of_counting_zero() -> None:
+    # A schema stored before categories and fields were checked against each other (#8): never zeros.
+    schema = [
+        {"featureName": "blood", "dataType": "NOMINAL", "categories": ["A", "B"], "fields": ["numOfNotNull", "A"]}
+    ]
+    with pytest.raises(DecodingError, match="no value for category 'B'"):
+        decode(schema, [10, 4], clients=2)

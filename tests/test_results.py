@@ -98,6 +98,26 @@ async def test_api_fails_then_accepts_exactly_once(
     assert (await history.json())["deliveries"]["api"]["state"] == "delivered"
 
 
+async def test_a_job_id_used_again_after_expiry_gets_another_idempotency_key(
+    delivery_client: Callable[..., Any], results_api: FakeResultsApi
+) -> None:
+    """Once the tombstone of an expired job lapses, a new job of the same id starts its versions again; its
+    result is another result, so a receiver that drops repeated Idempotency-Keys must not drop it."""
+    client = await delivery_client(enable_filesystem_saving=False)
+    store = client.app[STORE]
+    versions = []
+    for _ in range(2):
+        await complete_job(client, "again")
+        status = await deliveries_settled(client, "again")
+        assert status["deliveries"]["api"]["state"] == "delivered"
+        versions.append((status["version"], status["instanceId"]))
+        await store.expire_stale(now=10**15)
+        await store.redis.delete(store.keys.tombstone("again"))  # as if its TTL had lapsed
+    assert versions[0][0] == versions[1][0] and versions[0][1] != versions[1][1]
+    keys = [call["headers"]["Idempotency-Key"] for call in results_api.accepted]
+    assert len(keys) == 2 and keys[0] != keys[1]
+
+
 async def test_a_4xx_is_final_and_can_be_retried(
     delivery_client: Callable[..., Any], results_api: FakeResultsApi
 ) -> None:

@@ -54,11 +54,24 @@ async def complete_key_round(client: Client, job_id: str, total: int) -> dict[st
     return private
 
 
-def masked_for(job_id: str, client_id: str, private: dict[str, Any], rows: list[dict[str, Any]]) -> bytes:
+async def instance_of(client: Client, job_id: str) -> str:
+    instance = (await (await client.get(f"/api/jobs/{job_id}/keys")).json())["instanceId"]
+    assert isinstance(instance, str) and len(instance) == 32
+    return instance
+
+
+def masked_for(
+    job_id: str, instance_id: str, client_id: str, private: dict[str, Any], rows: list[dict[str, Any]]
+) -> bytes:
     public = {c: public_key_bytes(k) for c, k in private.items()}
     values = LAYOUT.encode(rows)
     return mask_vector(
-        values, job_id=job_id, client_id=client_id, private_key=private[client_id], public_keys=public
+        values,
+        job_id=job_id,
+        instance_id=instance_id,
+        client_id=client_id,
+        private_key=private[client_id],
+        public_keys=public,
     ).tobytes()
 
 
@@ -268,9 +281,10 @@ async def test_oversized_vector_body_is_413(make_client: Callable[..., Any]) -> 
 async def test_what_the_service_stores_is_not_the_clients_vector(make_client: Callable[..., Any]) -> None:
     client = await make_client(aggregation_workers=1)
     private = await complete_key_round(client, "s6", 3)
+    instance = await instance_of(client, "s6")
     rows = {"c0": [{"age": 30, "smoker": True, "blood": "A"}], "c1": [{"age": 50}], "c2": [{"blood": "O"}]}
     for client_id in ("c0", "c1", "c2"):
-        masked = masked_for("s6", client_id, private, rows[client_id])
+        masked = masked_for("s6", instance, client_id, private, rows[client_id])
         stored_before = await client.app[VECTORS].stored_vector("s6", client_id)
         resp = await client.post(
             f"/api/update?jobId=s6&clientId={client_id}&totalClients=3",
@@ -295,7 +309,10 @@ async def test_what_the_service_stores_is_not_the_clients_vector(make_client: Ca
     assert await client.app[VECTORS].stored_vector("s6", "c0") is None
 
 
-async def test_one_clients_change_changes_only_the_sum(make_client: Callable[..., Any]) -> None:
+async def test_a_rerun_of_a_job_id_with_the_same_keys_repeats_no_mask(make_client: Callable[..., Any]) -> None:
+    """A jobId used again after its job expired, by clients that kept their keys: the new instance gets
+    another instanceId, every stored vector differs from the first run's (so their difference tells the
+    service nothing), and the sums still differ by exactly the one client's change."""
     client = await make_client(aggregation_workers=0)
     private = {f"c{i}": generate_private_key() for i in range(3)}
     rows = {
@@ -304,8 +321,9 @@ async def test_one_clients_change_changes_only_the_sum(make_client: Callable[...
         "c2": [{"blood": "O", "smoker": False}],
     }
     results = []
+    instances: list[str] = []
     for run, age in enumerate([30, 70]):
-        job = "s7"  # the same job id and keys: the masks are the same in both runs
+        job = "s7"  # the same job id and keys in both runs
         if run:  # start the job afresh (cancel it, then expire it at once)
             await client.post(f"/api/jobs/{job}/cancel")
             await client.app[STORE].expire_stale(now=10**15)
@@ -319,8 +337,10 @@ async def test_one_clients_change_changes_only_the_sum(make_client: Callable[...
             assert (await client.post(f"/api/jobs/{job}/keys", json=body)).status == 201
         rows["c0"][0]["age"] = age
         stored = {}
+        instance = await instance_of(client, job)
+        instances.append(instance)
         for client_id in private:
-            masked = masked_for(job, client_id, private, rows[client_id])
+            masked = masked_for(job, instance, client_id, private, rows[client_id])
             resp = await client.post(
                 f"/api/update?jobId={job}&clientId={client_id}&totalClients=3",
                 data=masked,
@@ -331,8 +351,8 @@ async def test_one_clients_change_changes_only_the_sum(make_client: Callable[...
         total = await client.app[VECTORS].sum_vectors(job, sorted(private), LAYOUT.length)
         results.append((stored, total.view("<i8").copy()))
     (first, sum1), (second, sum2) = results
-    assert first["c1"] == second["c1"] and first["c2"] == second["c2"]
-    assert first["c0"] != second["c0"]
+    assert instances[0] != instances[1]
+    assert all(first[c] != second[c] for c in private)
     delta = (sum2 - sum1).tolist()
     assert delta == [0, 400, 700**2 - 300**2, 0, 0, 0, 0, 0, 0]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.typedefs import STORE
 from tests.support import REPO, free_port
 
 SCHEMA = [
@@ -92,13 +93,19 @@ async def test_submit_refuses_what_could_overflow_or_does_not_fit(
     assert (await client.get("/api/jobs/cli-2")).status == 404
 
 
-@pytest.mark.parametrize("secret", [None, "demo-secret-for-the-test-0123456789ab"])
-async def test_demo_runs_end_to_end_on_the_embedded_service(tmp_path: Path, secret: str | None) -> None:
-    """With AUTH_JWT_SECRET the holders use client tokens scoped to the job, as real ones would."""
+@pytest.mark.parametrize(
+    ("secret", "bound"),
+    [(None, False), ("demo-secret-for-the-test-0123456789ab", False), ("demo-secret-for-the-test-0123456789ab", True)],
+)
+async def test_demo_runs_end_to_end_on_the_embedded_service(tmp_path: Path, secret: str | None, bound: bool) -> None:
+    """With AUTH_JWT_SECRET the holders use client tokens scoped to the job, as real ones would; with an
+    issuer and an audience configured, the tokens carry them."""
     port = free_port()
     env = {"RESULTS_SAVE_PATH": str(tmp_path / "results"), "LOG_DIR": str(tmp_path / "logs")}
     if secret:
         env["AUTH_JWT_SECRET"] = secret
+    if bound:
+        env.update({"AUTH_JWT_ISSUER": "https://issuer.example", "AUTH_JWT_AUDIENCE": "orchestrator"})
     code, out, err = await run(
         "demo", "--clients", "3", "--rows", "200", "--seed", "3", "--port", str(port), "--exit", env=env
     )
@@ -122,7 +129,11 @@ async def test_submit_with_a_key_file_can_rejoin_after_a_failure(
     # Alone, a gives up waiting for the key round: its key stays registered.
     code, _, err = await run("submit", "--client", "a", "--key-file", str(key_file), "--timeout", "1.5", *common)
     assert code == 1 and "timed out" in err
-    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    kept = json.loads(key_file.read_text())
+    keys = await (await client.get("/api/jobs/cli-3/keys")).json()
+    # The key file is bound to the job instance its key was registered with.
+    assert (kept["jobId"], kept["instanceId"]) == ("cli-3", keys["instanceId"])
     # Rerun with the same key file: the same key, so the round accepts it again and the job completes.
     again, other = await asyncio.gather(
         run("submit", "--client", "a", "--key-file", str(key_file), "--wait", "--timeout", "30", *common),
@@ -132,3 +143,12 @@ async def test_submit_with_a_key_file_can_rejoin_after_a_failure(
     final = json.loads(again[1])
     assert final["status"] == "COMPLETED"
     assert final["aggregatedResults"][0]["count"] == 2
+    # The job expires and its id is used again: the kept key refuses the new instance, before sending anything.
+    await client.app[STORE].expire_stale(now=10**15)
+    other_key = tmp_path / "b.key"
+    code, _, _ = await run("submit", "--client", "b", "--key-file", str(other_key), "--timeout", "1.5", *common)
+    assert code == 1
+    code, _, err = await run("submit", "--client", "a", "--key-file", str(key_file), "--timeout", "5", *common)
+    assert code == 2 and "another instance" in err, err
+    keys = await (await client.get("/api/jobs/cli-3/keys")).json()
+    assert [k["clientId"] for k in keys["keys"]] == ["b"]

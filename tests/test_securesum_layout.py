@@ -43,7 +43,9 @@ def secure_sum(job_id: str, vectors: dict[str, np.ndarray]) -> np.ndarray:
     public = {client: public_key_bytes(key) for client, key in private.items()}
     total = np.zeros(next(iter(vectors.values())).size, dtype="<u8")
     for client, values in vectors.items():
-        masked = mask_vector(values, job_id=job_id, client_id=client, private_key=private[client], public_keys=public)
+        masked = mask_vector(
+            values, job_id=job_id, instance_id="i1", client_id=client, private_key=private[client], public_keys=public
+        )
         if len(vectors) > 1:
             assert not np.array_equal(masked.view("<i8"), values), "a masked vector must not be the plain one"
         total += masked
@@ -136,15 +138,19 @@ def test_masks_cancel_and_hide_each_vector() -> None:
     assert total.tolist() == sum(v for v in vectors.values()).tolist()
 
 
-def test_pair_seeds_agree_and_are_bound_to_the_job_and_pair() -> None:
+def test_pair_seeds_agree_and_are_bound_to_the_job_instance_and_pair() -> None:
     a, b, c = generate_private_key(), generate_private_key(), generate_private_key()
     pa, pb, pc = (public_key_bytes(k) for k in (a, b, c))
-    seed = pair_seed(a, "job", "A", "B", pb)
-    assert seed == pair_seed(b, "job", "B", "A", pa)
-    assert seed != pair_seed(a, "other-job", "A", "B", pb)
-    assert seed != pair_seed(a, "job", "A", "C", pc)
+    seed = pair_seed(a, "job", "A", "B", pb, instance_id="i1")
+    assert seed == pair_seed(b, "job", "B", "A", pa, instance_id="i1")
+    assert seed != pair_seed(a, "other-job", "A", "B", pb, instance_id="i1")
+    assert seed != pair_seed(a, "job", "A", "C", pc, instance_id="i1")
+    # The same jobId and keys in another instance (the jobId used again after expiry): other masks.
+    assert seed != pair_seed(a, "job", "A", "B", pb, instance_id="i2")
     # Same key material, swapped ids: another seed (ids are bound, not only keys).
-    assert seed != pair_seed(a, "job", "B", "A", pb)
+    assert seed != pair_seed(a, "job", "B", "A", pb, instance_id="i1")
+    with pytest.raises(ValueError, match="instance"):
+        pair_seed(a, "job", "A", "B", pb, instance_id="")
 
 
 def test_public_keys_are_checked() -> None:

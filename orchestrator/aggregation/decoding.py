@@ -147,7 +147,14 @@ def _decode_feature(feature: FeatureLayout, values: list[Number], clients: int) 
         result["percentage"] = round(100 * true / not_null, 2) if not_null else 0.0
         return result
     if feature.categories:
-        counts = {c: by_field.get(c, 0) for c in feature.categories}
+        missing = [c for c in feature.categories if c not in by_field]
+        if missing:
+            # Never a default: a count that is not in the aggregate is unknown, not zero.
+            raise DecodingError(
+                f"feature {feature.name!r}: the aggregate has no value for categor{'ies' if len(missing) > 1 else 'y'} "
+                f"{', '.join(repr(c) for c in missing[:5])}"
+            )
+        counts = {c: by_field[c] for c in feature.categories}
         result["categoryCounts"] = counts
         total = not_null if not_null else sum(counts.values())
         result["categoryShares"] = {c: round(100 * n / total, 2) if total else 0.0 for c, n in counts.items()}

@@ -51,8 +51,10 @@ class AggregatedResultsHandler:
         api_url: str | None = None,
         metadata: dict[str, Any] | None = None,
         version: int = 0,
+        instance: str = "",
     ) -> dict[str, Any]:
-        """POST the original's payload once; returns {"success", "http_status" or "error"}."""
+        """POST the original's payload once; returns {"success", "http_status" or "error"}. ``version`` and
+        ``instance`` (the job's instanceId) make its Idempotency-Key."""
         url = api_url or self.api_url
         if not url:
             return {"success": False, "error": "no results API URL"}
@@ -60,7 +62,13 @@ class AggregatedResultsHandler:
         session = self.session or aiohttp.ClientSession()
         try:
             outcome = await send_api(
-                session, url, data, version=version, request_timeout=self.timeout, headers=self.headers
+                session,
+                url,
+                data,
+                version=version,
+                instance=instance,
+                request_timeout=self.timeout,
+                headers=self.headers,
             )
         finally:
             if self.session is None:

@@ -72,11 +72,12 @@ async def send_api(
     data: dict[str, Any],
     *,
     version: int,
+    instance: str,
     request_timeout: float,
     headers: dict[str, str],
 ) -> Attempt:
     """POST the payload with an Idempotency-Key that stays the same for every attempt of this result."""
-    all_headers = {**headers, "Idempotency-Key": idempotency_key(data["jobId"], version)}
+    all_headers = {**headers, "Idempotency-Key": idempotency_key(data["jobId"], instance, version)}
     try:
         async with session.post(
             url, json=data, headers=all_headers, timeout=aiohttp.ClientTimeout(total=request_timeout)

@@ -113,6 +113,7 @@ class DeliveryService(QueueWorkers):
                     self.settings.results_api_url,
                     data,
                     version=version,
+                    instance=job.instance_id,
                     request_timeout=self.settings.delivery_timeout_seconds,
                     headers=self.headers,
                 )

@@ -89,21 +89,31 @@ def _fmt(value: Any) -> str:
     return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
-async def run_demo(url: str, *, clients: int, rows: int, seed: int | None = None, secret: str | None = None) -> bool:
+async def run_demo(
+    url: str,
+    *,
+    clients: int,
+    rows: int,
+    seed: int | None = None,
+    secret: str | None = None,
+    claims: dict[str, str] | None = None,
+) -> bool:
     """Run the demo against the service at ``url``; True when the secure sum matches the plaintext truth.
-    With ``secret`` (the service's AUTH_JWT_SECRET) each holder gets a client token of its own."""
+    With ``secret`` (the service's AUTH_JWT_SECRET) each holder gets a client token of its own, with the
+    ``claims`` (iss, aud) the service checks."""
+    claims = claims or {}
     rng = random.Random(seed)
     job_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{rng.randrange(16**4):04x}"
     data = {f"holder-{i + 1:02d}": synthetic_rows(random.Random(rng.random()), rows) for i in range(clients)}
     print(f"Job {job_id}: {clients} data holders x {rows} rows, aggregated with the built-in secure sum")
     print(f"Follow it live: {url}/dashboard")
     if secret:
-        viewer = issue_token(secret, "demo-viewer", "viewer", 86400, [job_id])
+        viewer = issue_token(secret, "demo-viewer", "viewer", 86400, [job_id], **claims)
         print(f"Authentication is on: the dashboard asks for a token; this viewer token shows the job:\n  {viewer}")
     started = time.perf_counter()
 
     async def holder(client_id: str) -> dict[str, Any]:
-        token = issue_token(secret, client_id, "client", 3600, [job_id]) if secret else None
+        token = issue_token(secret, client_id, "client", 3600, [job_id], **claims) if secret else None
         async with OrchestratorClient(url, token=token) as client:
             return await client.submit_statistics(
                 job_id, client_id, clients, SCHEMA, data[client_id], wait=True, timeout=120

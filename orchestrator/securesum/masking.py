@@ -1,7 +1,9 @@
 """Pairwise masks of the secure sum (Bonawitz et al. 2017, without dropout recovery).
 
 Each client of a job has a fresh X25519 key pair. For every other client it derives a shared secret
-(X25519), turns it into a 256-bit seed bound to the job, the pair and both public keys (HKDF-SHA256),
+(X25519), turns it into a 256-bit seed bound to the job instance (its jobId and the random instanceId the
+service gave it at creation: a jobId used again after its job expired is another instance, so a client that
+keeps its key never repeats a mask), the pair and both public keys (HKDF-SHA256),
 and expands the seed into a uint64 mask vector (AES-256-CTR keystream). Of each pair, the client whose
 id sorts first adds the mask and the other subtracts it, mod 2**64, so every mask cancels in the sum of
 all the clients' vectors and each masked vector alone looks uniformly random. Every primitive is from
@@ -21,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 PUBLIC_KEY_BYTES = 32
-_CONTEXT = b"computations-orchestrator/secure-sum/v1"
+_CONTEXT = b"computations-orchestrator/secure-sum/v2"
 _ZERO_NONCE = bytes(16)  # each seed keys exactly one keystream, so a fixed nonce is safe
 _FIELD_PRIME = 2**255 - 19
 _CHUNK = 1 << 16  # elements per keystream chunk: bounds the memory masking needs besides the vector
@@ -65,14 +67,31 @@ def parse_public_key(text: str) -> bytes:
 
 
 def pair_seed(
-    private_key: X25519PrivateKey, job_id: str, client_id: str, peer_id: str, peer_public_key: bytes
+    private_key: X25519PrivateKey,
+    job_id: str,
+    client_id: str,
+    peer_id: str,
+    peer_public_key: bytes,
+    *,
+    instance_id: str,
 ) -> bytes:
-    """The 32-byte seed ``client_id`` shares with ``peer_id`` for ``job_id`` (both derive the same one)."""
+    """The 32-byte seed ``client_id`` shares with ``peer_id`` for this instance of ``job_id`` (both derive the
+    same one)."""
+    if not instance_id:
+        raise ValueError("a mask must be bound to the job instance: instance_id is empty")
     shared = private_key.exchange(X25519PublicKey.from_public_bytes(peer_public_key))
     own = (client_id, public_key_bytes(private_key))
     (first_id, first_key), (second_id, second_key) = sorted([own, (peer_id, peer_public_key)])
     info = _CONTEXT + b"".join(
-        _framed(part) for part in (job_id.encode(), first_id.encode(), first_key, second_id.encode(), second_key)
+        _framed(part)
+        for part in (
+            job_id.encode(),
+            instance_id.encode(),
+            first_id.encode(),
+            first_key,
+            second_id.encode(),
+            second_key,
+        )
     )
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
 
@@ -96,6 +115,7 @@ def mask_vector(
     values: np.ndarray,
     *,
     job_id: str,
+    instance_id: str,
     client_id: str,
     private_key: X25519PrivateKey,
     public_keys: Mapping[str, bytes],
@@ -106,7 +126,7 @@ def mask_vector(
     for peer_id, peer_key in public_keys.items():
         if peer_id == client_id:
             continue
-        seed = pair_seed(private_key, job_id, client_id, peer_id, peer_key)
+        seed = pair_seed(private_key, job_id, client_id, peer_id, peer_key, instance_id=instance_id)
         apply_mask(masked, seed, subtract=client_id > peer_id)
     return masked
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from orchestrator.securesum.keyfile import KeyFile
 from orchestrator.securesum.layout import RowError, VectorLayout
 from orchestrator.securesum.masking import (
     InvalidPublicKey,
@@ -71,7 +72,11 @@ async def submit_statistics(
     wait: bool = False,
     timeout: float | None = None,  # noqa: ASYNC109 - the documented API
     private_key: X25519PrivateKey | None = None,
+    key_file: KeyFile | None = None,
 ) -> dict[str, Any]:
+    """Compute, mask and send this client's statistics. With ``key_file`` the private key is the one kept
+    there, bound to the job instance it was first registered with (a rerun of the same instance takes part
+    with the same key; another instance of the jobId is refused before anything is sent)."""
     values = local_statistics(schema, rows, total_clients, max_rows)
     async with asyncio.timeout(timeout):
         if aggregation == "sum":
@@ -85,14 +90,29 @@ async def submit_statistics(
                 aggregation="sum",
             )
         elif aggregation == "secure-sum":
+            if key_file is not None:
+                private_key = key_file.private_key
+                if key_file.instance_id is not None:
+                    key_file.check(await current_instance(client, job_id))
             private_key = private_key or generate_private_key()
             own_key = public_key_bytes(private_key)
-            await client.register_key(job_id, client_id, total_clients, encode_key(own_key), schema, max_rows=max_rows)
-            public_keys = checked_keys(await client.wait_for_keys(job_id), client_id, own_key, total_clients)
+            registered = await client.register_key(
+                job_id, client_id, total_clients, encode_key(own_key), schema, max_rows=max_rows
+            )
+            instance = str(registered.get("instanceId") or "")
+            if not instance:
+                raise KeyRoundError(f"the service gave no instanceId for job {job_id}")
+            if key_file is not None:
+                key_file.bind(instance)
+            round_ = await client.wait_for_keys(job_id)
+            if round_.get("instanceId") != instance:
+                raise KeyRoundError(f"job {job_id} is another instance than the one this key was registered with")
+            public_keys = checked_keys(round_, client_id, own_key, total_clients)
             masked = await asyncio.to_thread(
                 mask_vector,
                 values,
                 job_id=job_id,
+                instance_id=instance,
                 client_id=client_id,
                 private_key=private_key,
                 public_keys=public_keys,
@@ -103,6 +123,16 @@ async def submit_statistics(
         if wait:
             return await client.wait_for_completion(job_id)
     return answer
+
+
+async def current_instance(client: OrchestratorClient, job_id: str) -> str | None:
+    """The instanceId of the job's key round, or None when there is no such job."""
+    from orchestrator.client import JobNotFoundError
+
+    try:
+        return str((await client.keys(job_id)).get("instanceId") or "") or None
+    except JobNotFoundError:
+        return None
 
 
 def checked_keys(round_: dict[str, Any], client_id: str, own_key: bytes, total_clients: int) -> dict[str, bytes]:

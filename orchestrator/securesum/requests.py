@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import replace
@@ -14,7 +15,7 @@ from orchestrator.models import VECTOR_BACKENDS, KeyRequest, UpdateRequest
 from orchestrator.securesum.layout import LayoutError, OverflowRisk, VectorLayout
 from orchestrator.securesum.masking import InvalidPublicKey, encode_key, parse_public_key
 from orchestrator.settings import Settings
-from orchestrator.validation import canonical_schema, parse_deadline, parse_id, parse_total, parse_update
+from orchestrator.validation import canonical_schema, parse_deadline, parse_id, parse_total, parse_update, schema_digest
 
 MAX_ROWS = 10**12
 
@@ -52,6 +53,13 @@ def parse_max_rows(value: Any, default: int) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=8)
+def layout_of(schema_json: str) -> VectorLayout:
+    """The layout of a canonical schema, built once per job (per process): every client of a job sends the
+    same schema, and laying out a million categories takes as long as reading them."""
+    return VectorLayout.from_schema(json.loads(schema_json))
+
+
 def vector_layout(
     schema_json: str, total_clients: int, max_rows: int, settings: Settings
 ) -> tuple[VectorLayout, ValidationError | None]:
@@ -60,7 +68,7 @@ def vector_layout(
     error matters only to the request that would create the job (an existing job was checked when it was
     created)."""
     try:
-        layout = VectorLayout.from_schema(json.loads(schema_json))
+        layout = layout_of(schema_json)
     except LayoutError as e:
         raise ValidationError(str(e), code="invalid_schema", field=e.field) from None
     try:
@@ -167,6 +175,7 @@ def parse_key_request(
         total_clients=total,
         schema_json=schema_json,
         public_key=encode_key(raw),  # one spelling per key, so a repeat is recognised as one
+        schema_digest=schema_digest(schema_json),
         deadline_ms=parse_deadline(data.get("deadline"), now_ms),
         **fields,
     )

@@ -9,7 +9,10 @@ from redis.client import NEVER_DECODE
 
 from orchestrator import scripts
 from orchestrator.models import Actor, JobStatus, KeyRequest, KeyResult
-from orchestrator.store import JobStore, now_ms, pairs, schema_digest
+from orchestrator.store import JobStore, new_instance_id, now_ms, pairs
+from orchestrator.validation import schema_digest
+
+_KEY_ROUND_FIELDS = ("totalClients", "status", "aggregation", "version", "maxRows", "instance")
 
 
 class MissingVector(LookupError):
@@ -55,24 +58,33 @@ class VectorStore:
                     "" if req.vector_length is None else req.vector_length,
                     req.max_rows,
                     req.public_key,
-                    schema_digest(req.schema_json),
+                    req.schema_digest or schema_digest(req.schema_json),
                     "1" if req.max_rows_declared else "",
                     req.creation_refusal,
+                    new_instance_id(),
                 ],
             )
-        outcome, created, count, total, version, status, detail = raw
-        return KeyResult(str(outcome), bool(created), int(count), int(total), int(version), str(status), detail or None)
+        outcome, created, count, total, version, status, detail, *instance = raw
+        return KeyResult(
+            str(outcome),
+            bool(created),
+            int(count),
+            int(total),
+            int(version),
+            str(status),
+            detail or None,
+            str(instance[0]) if instance else "",
+        )
 
     async def key_round(self, job_id: str) -> tuple[dict[str, str], dict[str, str]] | None:
         """The job's fields the key round needs, and its public keys (clientId -> base64); None if no job."""
         async with self.store.guard("keys"):
             fields, public_keys = await self.store.read_atomically(
-                ("HMGET", self.keys.job(job_id), "totalClients", "status", "aggregation", "version", "maxRows"),
-                ("HGETALL", self.keys.public_keys(job_id)),
+                ("HMGET", self.keys.job(job_id), *_KEY_ROUND_FIELDS), ("HGETALL", self.keys.public_keys(job_id))
             )
         if fields[0] is None:
             return None
-        names = ("totalClients", "status", "aggregation", "version", "maxRows")
+        names = _KEY_ROUND_FIELDS
         return {n: v or "" for n, v in zip(names, fields, strict=True)}, pairs(public_keys)
 
     async def max_rows(self, job_id: str) -> int | None:

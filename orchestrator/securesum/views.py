@@ -7,13 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
+from orchestrator.bodies import parse_key_body
 from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound
 from orchestrator.quotas import job_quota_exceeded, with_creation_quotas
-from orchestrator.securesum.requests import parse_key_request
 from orchestrator.security.policy import AUDIT_OUTCOME, principal, require_scoped_writer, require_self
 from orchestrator.store import now_ms
-from orchestrator.typedefs import MEMORY, SETTINGS, VECTORS
-from orchestrator.validation import parse_json_object, validate_id
+from orchestrator.typedefs import MEMORY, OFFLOAD, SETTINGS, VECTORS
+from orchestrator.validation import validate_id
 from orchestrator.views import read_body, request_actor, require_json
 
 logger = logging.getLogger("orchestrator.api")
@@ -25,8 +25,9 @@ async def register_key(request: web.Request) -> web.Response:
     require_json(request)
     settings = request.app[SETTINGS]
     # The schema of a long vector is long too: this body may be as large as a vector's.
-    body = parse_json_object(await read_body(request, settings.max_vector_body_bytes))
-    req, layout_error = parse_key_request(job_id, body, settings, now_ms())
+    body = await read_body(request, settings.max_vector_body_bytes)
+    # A large schema is parsed and laid out in a worker process, off the event loop.
+    req, layout_error = await request.app[OFFLOAD].run(len(body), parse_key_body, job_id, body, settings, now_ms())
     req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
     require_self(request, req.client_id)
     require_scoped_writer(principal(request))
@@ -93,6 +94,7 @@ async def register_key(request: web.Request) -> web.Response:
             "totalClients": result.total_clients,
             "complete": complete,
             "version": result.version,
+            "instanceId": result.instance_id,
         },
         status=201 if result.outcome == "registered" else 200,
     )
@@ -116,6 +118,7 @@ async def get_keys(request: web.Request) -> web.Response:
             "status": fields["status"],
             "totalClients": total,
             "maxRows": int(fields["maxRows"] or 0),
+            "instanceId": fields["instance"],
             "keyCount": len(public_keys),
             "complete": len(public_keys) >= total,
             "keys": [{"clientId": c, "publicKey": public_keys[c]} for c in sorted(public_keys)],

@@ -120,6 +120,13 @@ def numeric_date(claims: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
+def bound_claims(settings: Settings) -> dict[str, str]:
+    """The ``iss`` and ``aud`` a token must carry for this service (it checks them when it is configured
+    with them, and refuses a token without them)."""
+    bound = {"iss": settings.auth_jwt_issuer, "aud": settings.auth_jwt_audience}
+    return {name: value for name, value in bound.items() if value is not None}
+
+
 def issue_token(
     secret: str, sub: str, role: str, ttl_seconds: float, jobs: list[str] | None = None, **extra: Any
 ) -> str:

@@ -1,0 +1,69 @@
+"""CPU work too long for the event loop, in a worker process.
+
+Reading a large request (an 18 MB body: JSON, a schema of a million categories, its vector layout) takes
+a second of CPU. In a thread it would still stall the loop: ``json.loads`` and ``json.dumps`` hold the GIL
+from start to end. So a body past ``threshold`` bytes is parsed in a process of its own; what comes back
+(a validated request whose schema is one string and whose vector is one bytes object) unpickles at memory
+speed. Smaller bodies, the common case, are parsed inline: a process round trip would cost them more than
+it saves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _lower_priority() -> None:
+    os.nice(10)
+
+
+class Offloader:
+    def __init__(self, threshold: int, workers: int = 1) -> None:
+        """``threshold``: bodies of at least this many bytes are parsed in a worker process (0: never)."""
+        self.threshold = threshold
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def run(self, size: int, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``: inline when ``size`` is below the threshold, else in a worker process. ``fn`` must
+        be a module-level function and its arguments, result and exceptions picklable."""
+        if not self.threshold or size < self.threshold:
+            return fn(*args)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor(), fn, *args)
+        except BrokenProcessPool:
+            # The worker died (killed, out of memory): start another for the next request; this one is
+            # parsed here rather than refused.
+            logger.warning("The body-parsing worker process died; starting another")
+            self._discard()
+            return fn(*args)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the service has threads (the executor's, redis-py's, aiofiles') that a fork
+            # would copy in whatever state they are.
+            # Niced: when the cores are busy, the event loop's process goes first and parsing waits.
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+            )
+        return self._pool
+
+    def _discard(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        self._discard()
