@@ -150,8 +150,8 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
         session = aiohttp.ClientSession()
         backends: dict[str, Backend] = {
             "none": NoneBackend(),
-            "sum": VectorSumBackend("sum", app[VECTORS]),
-            "secure-sum": VectorSumBackend("secure-sum", app[VECTORS]),
+            "sum": VectorSumBackend("sum", app[VECTORS], app[OFFLOAD]),
+            "secure-sum": VectorSumBackend("secure-sum", app[VECTORS], app[OFFLOAD]),
         }
         if settings.smpc_coordinator_url:
             backends["smpc"] = SmpcBackend(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -217,5 +218,11 @@ class Attempt:
     aggregating_at_ms: int
     triggered: bool
     backend: str | None
-    schema: list[dict[str, Any]] | None
+    # The job's schema as stored (canonical JSON, '' for none): parsed only by what needs it, since a schema
+    # may be megabytes (the summed-vector backends lay it out in a worker process).
+    schema_json: str
     clients: list[str]
+
+    @functools.cached_property
+    def schema(self) -> list[dict[str, Any]] | None:
+        return json.loads(self.schema_json) if self.schema_json else None

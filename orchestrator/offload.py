@@ -35,11 +35,12 @@ class Offloader:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
-    async def run(self, size: int, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)``: inline when ``size`` is below the threshold, else in a worker process. ``fn`` must
-        be a module-level function and its arguments, result and exceptions picklable."""
+    async def run(self, size: int, fn: Callable[..., T], *args: Any, small_in_thread: bool = False) -> T:
+        """``fn(*args)``: inline (or, with ``small_in_thread``, in a thread: for pure-Python work, which gives
+        the loop its turn) when ``size`` is below the threshold, else in a worker process. ``fn`` must be a
+        module-level function and its arguments, result and exceptions picklable."""
         if not self.threshold or size < self.threshold:
-            return fn(*args)
+            return await asyncio.to_thread(fn, *args) if small_in_thread else fn(*args)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor(), fn, *args)

@@ -349,7 +349,7 @@ class JobStore:
             aggregating_at_ms=int(aggregating_at),
             triggered=bool(triggered),
             backend=backend or None,
-            schema=json.loads(schema) if schema else None,
+            schema_json=schema or "",
             clients=sorted(clients),
         )
 

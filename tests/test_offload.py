@@ -4,6 +4,7 @@ PARSE_OFFLOAD_BYTES is parsed and laid out in a worker process."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import pickle
@@ -11,12 +12,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import redis.asyncio as aioredis
 
 from orchestrator.app import create_app
 from orchestrator.errors import ApiError, JobNotFound, ValidationError
 from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
 from orchestrator.settings import Settings
+from orchestrator.typedefs import OFFLOAD
 
 HEALTHZ_BUDGET = 0.1
 
@@ -108,3 +111,33 @@ def test_api_errors_pickle_whole() -> None:
             error.body(),
             error.headers,
         )
+
+
+async def test_a_long_summed_vector_is_decoded_in_the_worker_process(make_client: Callable[..., Any]) -> None:
+    client = await make_client(aggregation_workers=1)
+    categories = [f"c{i:05d}" for i in range(40_000)]
+    schema = [{"name": "f", "dataType": "NOMINAL", "categories": categories}]
+    vector = np.zeros(1 + len(categories), dtype="<i8")
+    vector[0], vector[1], vector[-1] = 3, 2, 1  # three rows: two of the first category, one of the last
+    for cid in ("a", "b"):
+        body = {
+            "jobId": "long",
+            "clientId": cid,
+            "totalClients": 2,
+            "aggregation": "sum",
+            "maxRows": 10,
+            "schema": schema,
+            "vector": base64.b64encode(vector.view("<u8").tobytes()).decode(),
+        }
+        resp = await client.post("/api/update", json=body)
+        assert resp.status == 200, await resp.text()
+    for _ in range(200):
+        status = await (await client.get("/api/job-status/long")).json()
+        if status["status"] != "AGGREGATING":
+            break
+        await asyncio.sleep(0.05)
+    assert status["status"] == "COMPLETED", status.get("failureReason")
+    counts = status["aggregatedResults"][0]["categoryCounts"]
+    assert (counts["c00000"], counts["c39999"], sum(counts.values())) == (4, 2, 6)
+    assert status["metadata"]["totalFeatures"] == 1
+    assert client.app[OFFLOAD]._pool is not None  # the schema and the sum went to the worker process

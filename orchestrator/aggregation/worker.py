@@ -125,8 +125,10 @@ class AggregationService(QueueWorkers):
             return Failed(f"aggregation did not finish within {self.timeout:g} s of the trigger")
 
     def _result(self, attempt: Attempt, outcome: Outcome) -> tuple[JobStatus, dict[str, Any] | None, str]:
+        # A summed vector's result names its features: counting them does not parse a long schema again.
+        features = outcome.result.get("aggregatedResults") if isinstance(outcome, Ready) else None
         metadata = {
-            "totalFeatures": len(attempt.schema or []),
+            "totalFeatures": len(features) if features else len(attempt.schema or []),
             "totalClients": len(attempt.clients),
             "doneCount": len(attempt.clients),
             "completedAt": iso_ms(now_ms()),

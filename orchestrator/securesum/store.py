@@ -92,6 +92,12 @@ class VectorStore:
             raw = await self.redis.hget(self.keys.job(job_id), "maxRows")
         return int(raw) if raw else None
 
+    async def vector_shape(self, job_id: str) -> tuple[int | None, int | None]:
+        """The job's vector length and maxRows, as its creation stored them (None: not a vector job)."""
+        async with self.store.guard("vector"):
+            length, max_rows = await self.redis.hmget(self.keys.job(job_id), "vectorLength", "maxRows")
+        return (int(length) if length else None), (int(max_rows) if max_rows else None)
+
     async def stored_vector(self, job_id: str, client_id: str) -> bytes | None:
         """What the service keeps of a client's vector (for tests and audits)."""
         async with self.store.guard("vector"):
