@@ -43,7 +43,9 @@ async def test_schemathesis_finds_no_500_and_no_undocumented_response(tmp_path: 
                 "--header",
                 f"Authorization: Bearer {token}",
                 "--max-examples",
-                os.environ.get("FUZZ_EXAMPLES", "25"),
+                # Enough per operation to reach the optional fields (deadline, maxRows, bounds, scale,
+                # categories, ...) with both valid and invalid data (schemathesis's default mode is "all").
+                os.environ.get("FUZZ_EXAMPLES", "60"),
                 "--seed",
                 "7",
                 "--checks",
