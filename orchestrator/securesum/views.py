@@ -78,8 +78,8 @@ async def register_key(request: web.Request) -> web.Response:
         logger.info(
             "%sPublic key of client %s %s for job %s (%d/%d)%s",
             created,
-            result.outcome,
             req.client_id,
+            result.outcome,
             job_id,
             result.key_count,
             result.total_clients,
