@@ -756,6 +756,10 @@ def _secure(document: dict[str, Any]) -> None:
             refused = responses.get("403", _json(_ref("Error"), "Refused."))
             origin = " Or (origin_not_allowed) a browser's Origin is another site's, not listed."
             responses["403"] = {**refused, "description": refused["description"] + origin}
+            responses.setdefault(
+                "408",
+                _json(_ref("Error"), "The body did not arrive within HTTP_BODY_TIMEOUT (request_timeout)."),
+            )
             types = " or ".join(sorted(BODY_TYPES[method, path]))
             responses.setdefault("415", _json(_ref("Error"), f"The body is not {types} (unsupported_media_type)."))
         if "{jobId}" in path:

@@ -81,6 +81,27 @@ async def test_a_foreign_origin_cannot_write(make_client: Callable[..., Any]) ->
     assert await job_status(client, "j1") == "CANCELLED"
 
 
+async def test_behind_a_trusted_proxy_that_rewrites_host_the_forwarded_host_is_the_origin(
+    make_client: Callable[..., Any],
+) -> None:
+    """nginx's default proxy_pass sends Host: 127.0.0.1:5000; the browser's Origin is the public name, which
+    the proxy forwards in X-Forwarded-Host."""
+    public = "https://orch.example.org"
+    forwarded = {"Origin": public, "X-Forwarded-Host": "orch.example.org", "X-Forwarded-Proto": "https"}
+    untrusted: Client = await make_client()
+    assert (await untrusted.post("/api/ws-ticket", headers=forwarded)).status == 403  # anyone can send the header
+    trusted: Client = await make_client(trusted_proxies=("127.0.0.1",))
+    assert (await trusted.post("/api/ws-ticket", headers=forwarded)).status == 201
+    other = {**forwarded, "Origin": EVIL}
+    assert (await trusted.post("/api/ws-ticket", headers=other)).status == 403
+
+
+async def test_metrics_answer_any_host(client: Client) -> None:
+    """Prometheus scrapes a pod by its address."""
+    assert (await client.get("/metrics", headers={"Host": "10.1.2.3:5000"})).status == 200
+    assert (await client.get("/api/jobs", headers={"Host": "10.1.2.3:5000"})).status == 421
+
+
 async def test_origin_and_host_are_checked_with_authentication_on_too(make_client: Callable[..., Any]) -> None:
     client: Client = await make_client(auth_jwt_secret=SECRET)
     admin = {"Authorization": f"Bearer {issue_token(SECRET, 'root', 'admin', 600)}"}

@@ -118,6 +118,16 @@ async def test_a_job_id_used_again_after_expiry_gets_another_idempotency_key(
     assert len(keys) == 2 and keys[0] != keys[1]
 
 
+def test_a_job_stored_before_instances_keeps_its_idempotency_key() -> None:
+    """A delivery retried across the upgrade must carry the key it carried before (sha256 of jobId, version)."""
+    import hashlib
+
+    from orchestrator.results.formats import idempotency_key
+
+    assert idempotency_key("j", "", 7) == hashlib.sha256(b"j\x007").hexdigest()[:32]
+    assert idempotency_key("j", "abc", 7) != idempotency_key("j", "", 7)
+
+
 async def test_a_4xx_is_final_and_can_be_retried(
     delivery_client: Callable[..., Any], results_api: FakeResultsApi
 ) -> None:

@@ -32,7 +32,10 @@ def payload(
 def idempotency_key(job_id: str, instance: str, version: int) -> str:
     """The same for every attempt to deliver one result, so a receiver can drop duplicates; bound to the job
     instance, since a jobId used again after its job expired starts its versions again."""
-    return hashlib.sha256(f"{job_id}\0{instance}\0{version}".encode()).hexdigest()[:32]
+    # A job stored before instances existed keeps the key it had, so a delivery retried across the upgrade
+    # is still recognised as the same one.
+    text = f"{job_id}\0{instance}\0{version}" if instance else f"{job_id}\0{version}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def safe_name(job_id: str) -> str:

@@ -14,6 +14,7 @@ from aiohttp import web
 from orchestrator.errors import ApiError, UnsupportedMediaType
 from orchestrator.security.policy import BODY_TYPES, JSON
 from orchestrator.settings import Settings
+from orchestrator.typedefs import SETTINGS
 
 _JSON_ONLY = frozenset({JSON})
 _OCTETS = "application/octet-stream"
@@ -93,7 +94,17 @@ def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
     if origin is None:
         return True  # not a browser: origin checks protect browsers' ambient credentials
     origin = origin.rstrip("/")
-    return "*" in allowed or origin in allowed or same_origin(origin, request.headers.get("Host", ""))
+    return "*" in allowed or origin in allowed or same_origin(origin, browser_host(request))
+
+
+def browser_host(request: web.Request) -> str:
+    """The Host the browser sent: behind a proxy listed in TRUSTED_PROXIES that rewrites it (nginx's
+    default), the one the proxy forwarded in X-Forwarded-Host."""
+    if request.remote in request.app[SETTINGS].trusted_proxies:
+        forwarded = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.headers.get("Host", "")
 
 
 def check_origin(request: web.Request, allowed: tuple[str, ...], setting: str) -> None:

@@ -60,7 +60,9 @@ BODY_TYPES: dict[tuple[str, str], frozenset[str]] = {
 # WebSocket handshakes: a browser's Origin is checked on them as on writes (WS_ALLOWED_ORIGINS).
 SOCKET_ROUTES = frozenset({("GET", "/ws"), ("GET", "/ws/jobs/{jobId}")})
 # Probes answer whatever Host they are sent with (a kubelet's names the pod's address); they tell nothing.
-ANY_HOST = frozenset({("GET", "/healthz"), ("GET", "/readyz")})
+# So does /metrics, which Prometheus scrapes by the pod's address too (with authentication on, it takes a
+# viewer or admin token like any read).
+ANY_HOST = frozenset({("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")})
 # Routes where a client reads a job: it must take part in it.
 PARTICIPANT_READS = frozenset(
     {
