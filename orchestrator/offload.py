@@ -19,9 +19,19 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from orchestrator.errors import ApiError
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class WorkerLost(ApiError):
+    """The worker process died under a request (503: retry)."""
+
+    status = 503
+    code = "worker_unavailable"
+    headers = {"Retry-After": "1"}  # noqa: RUF012 - a class default, never mutated
 
 
 def _lower_priority() -> None:
@@ -42,14 +52,15 @@ class Offloader:
         if not self.threshold or size < self.threshold:
             return await asyncio.to_thread(fn, *args) if small_in_thread else fn(*args)
         loop = asyncio.get_running_loop()
+        pool = self._executor()
         try:
-            return await loop.run_in_executor(self._executor(), fn, *args)
+            return await loop.run_in_executor(pool, fn, *args)
         except BrokenProcessPool:
-            # The worker died (killed, out of memory): start another for the next request; this one is
-            # parsed here rather than refused.
-            logger.warning("The body-parsing worker process died; starting another")
-            self._discard()
-            return fn(*args)
+            # The worker died (killed, out of memory: maybe by this very input, so it is not tried here
+            # instead). The next call starts another; this one is refused, to be retried.
+            logger.warning("The worker process died during %s; the next large request starts another", fn.__name__)
+            self._discard(pool)
+            raise WorkerLost("The worker process for large requests stopped; retry the request") from None
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -61,8 +72,10 @@ class Offloader:
             )
         return self._pool
 
-    def _discard(self) -> None:
-        if self._pool is not None:
+    def _discard(self, pool: ProcessPoolExecutor | None = None) -> None:
+        """Shut the pool down: ``pool`` only if it is still the current one (a late failure of an old pool
+        must not cancel the work of its replacement)."""
+        if self._pool is not None and (pool is None or pool is self._pool):
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 

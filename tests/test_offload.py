@@ -7,16 +7,19 @@ import asyncio
 import base64
 import io
 import json
+import os
 import pickle
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 import redis.asyncio as aioredis
 
 from orchestrator.app import create_app
 from orchestrator.errors import ApiError, JobNotFound, ValidationError
+from orchestrator.offload import Offloader, WorkerLost
 from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
 from orchestrator.settings import Settings
 from orchestrator.typedefs import OFFLOAD
@@ -141,3 +144,19 @@ async def test_a_long_summed_vector_is_decoded_in_the_worker_process(make_client
     assert (counts["c00000"], counts["c39999"], sum(counts.values())) == (4, 2, 6)
     assert status["metadata"]["totalFeatures"] == 1
     assert client.app[OFFLOAD]._pool is not None  # the schema and the sum went to the worker process
+
+
+async def test_a_worker_process_that_dies_is_a_503_and_the_next_call_gets_a_new_one() -> None:
+    offload = Offloader(threshold=1)
+    try:
+        with pytest.raises(WorkerLost) as lost:
+            await offload.run(10, os._exit, 3)  # the worker dies under the call, as if killed
+        assert (lost.value.status, lost.value.code, lost.value.headers) == (
+            503,
+            "worker_unavailable",
+            {"Retry-After": "1"},
+        )
+        assert await offload.run(10, sum, [1, 2, 3]) == 6
+        assert await offload.run(0, sum, [1]) == 1  # below the threshold: inline
+    finally:
+        offload.close()
