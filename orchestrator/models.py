@@ -128,7 +128,9 @@ class Job:
     status: JobStatus
     total_clients: int
     done_count: int
-    schema: list[dict[str, Any]] | None
+    # The schema as stored (canonical JSON; None for none): served as it is, parsed only when needed, since a
+    # schema may be megabytes.
+    schema_json: str | None
     final_result: Any
     created_at_ms: int
     updated_at_ms: int
@@ -156,7 +158,7 @@ class Job:
             status=JobStatus(raw.get("status", JobStatus.IN_PROGRESS.value)),
             total_clients=int(raw["totalClients"]),
             done_count=int(raw.get("doneCount", 0)),
-            schema=_json_or_none(raw.get("schema")),
+            schema_json=raw.get("schema") or None,
             final_result=_json_or_none(raw.get("finalResult")),
             created_at_ms=int(raw.get("createdAt", 0)),
             updated_at_ms=int(raw.get("updatedAt", 0)),
@@ -176,6 +178,10 @@ class Job:
         """A job with its SUMMARY_FIELDS only (as HMGET returns them), or None if it has none."""
         raw = {name: value for name, value in zip(SUMMARY_FIELDS, values, strict=True) if value is not None}
         return cls.from_redis(raw) if "jobId" in raw and "totalClients" in raw else None
+
+    @functools.cached_property
+    def schema(self) -> list[dict[str, Any]] | None:
+        return json.loads(self.schema_json) if self.schema_json else None
 
     @property
     def percentage(self) -> float:

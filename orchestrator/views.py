@@ -27,7 +27,7 @@ from orchestrator.security.policy import (
     require_self,
     require_unscoped,
 )
-from orchestrator.serializers import job_detail, job_summary, status_body
+from orchestrator.serializers import dumps, job_detail, job_summary, status_body
 from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
 from orchestrator.typedefs import AUTHENTICATOR, MEMORY, METRICS, OFFLOAD, SETTINGS, STORE
@@ -203,7 +203,7 @@ async def job_status(request: web.Request) -> web.Response:
     except JobNotFound:
         # The original's shape, which polling clients check for.
         return web.json_response({"error": f"Unknown jobId {job_id}", "code": "job_not_found"}, status=404)
-    return web.json_response(status_body(job))
+    return web.json_response(status_body(job), dumps=dumps)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -227,7 +227,7 @@ async def get_job(request: web.Request) -> web.Response:
     job_id = request.match_info["jobId"]
     validate_id(job_id, "jobId")
     job = await request.app[STORE].get_job(job_id)
-    return web.json_response(job_detail(job))
+    return web.json_response(job_detail(job), dumps=dumps)
 
 
 async def cancel_job(request: web.Request) -> web.Response:

@@ -24,7 +24,7 @@ from orchestrator.errors import ApiError, ValidationError
 from orchestrator.hub import RESYNC, Event, EventHub, Subscription
 from orchestrator.models import Job, iso_ms
 from orchestrator.security.policy import principal
-from orchestrator.serializers import job_detail, job_summary
+from orchestrator.serializers import dumps, job_detail, job_summary
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreRefused, StoreUnavailable, now_ms
 from orchestrator.typedefs import HUB, SETTINGS, SOCKETS, STORE
@@ -288,7 +288,7 @@ class SharedJob:
 
     @functools.cached_property
     def encoded(self) -> str:
-        return json.dumps(job_detail(self.job) if self.job else None)
+        return dumps(job_detail(self.job)) if self.job else "null"
 
 
 class AllFeed:

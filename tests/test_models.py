@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -16,3 +17,12 @@ def test_iso_ms_matches_datetime(ms: int) -> None:
 
 def test_iso_ms_none() -> None:
     assert iso_ms(None) is None
+
+
+def test_stored_json_is_spliced_into_a_response_as_it_is() -> None:
+    from orchestrator.serializers import RawJSON, dumps
+
+    stored = '[{"categories":["A","B"],"dataType":"NOMINAL","name":"b"}]'
+    text = dumps({"schema": RawJSON(stored), "name": "@raw:0@", "other": [RawJSON("1"), None]})
+    assert json.loads(text) == {"schema": json.loads(stored), "name": "@raw:0@", "other": [1, None]}
+    assert stored in text
