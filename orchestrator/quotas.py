@@ -49,6 +49,7 @@ class MemoryGuard:
         self.interval = interval
         self.used = 0
         self.limit = 0
+        self._told: set[str] = set()  # what has been said about this Redis' configuration (once each)
 
     @property
     def threshold(self) -> int:
@@ -92,7 +93,25 @@ class MemoryGuard:
             logger.info("Redis does not report its memory (INFO: %s): MAX_REDIS_MEMORY_FRACTION has no effect", e)
             return False
         self.observe(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
+        self._check_configuration(str(info.get("maxmemory_policy", "noeviction")))
         return True
+
+    def _check_configuration(self, policy: str) -> None:
+        """Say once what leaves Redis unguarded: no limit to guard, or a policy that evicts jobs."""
+        if not self.limit and "unlimited" not in self._told:
+            self._told.add("unlimited")
+            logger.warning(
+                "Redis has no maxmemory and MAX_REDIS_MEMORY_BYTES is not set: the memory guard is off, and the "
+                "job quotas alone may let clients fill Redis. Give Redis a maxmemory (with maxmemory-policy "
+                "noeviction) or set MAX_REDIS_MEMORY_BYTES"
+            )
+        if self.limit and policy != "noeviction" and "policy" not in self._told:
+            self._told.add("policy")
+            logger.warning(
+                "Redis' maxmemory-policy is %s: when it is full it evicts keys, which are jobs and their "
+                "results here; use noeviction (then writes are refused with 503 and nothing stored is lost)",
+                policy,
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sample until ``stop`` is set (not at all when the guard is off)."""

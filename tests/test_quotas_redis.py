@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from orchestrator.app import create_app
+from orchestrator.quotas import MemoryGuard
 from orchestrator.settings import Settings
 from orchestrator.typedefs import MEMORY
 from tests.support import RedisServerProcess
@@ -105,3 +106,24 @@ async def test_one_client_with_large_schemas_is_stopped_well_before_redis_is_ful
     # Nothing was refused by Redis itself (no OOM): the existing jobs go on.
     assert (await client.post("/api/update", json=update("attack-0", "bob", schema=schema))).status == 200
     assert (await client.get("/api/jobs/attack-0")).status == 200
+
+
+async def test_a_redis_the_guard_cannot_protect_is_said_once(
+    private_redis: RedisServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No maxmemory (Redis' default): the guard has nothing to guard by; an evicting policy: jobs would be
+    dropped. Each is a warning, once."""
+    raw = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    try:
+        guard = MemoryGuard(raw, fraction=0.9)
+        for _ in range(3):
+            assert await guard.sample()
+        await raw.config_set("maxmemory", str(64 * 1024 * 1024))
+        await raw.config_set("maxmemory-policy", "allkeys-lru")
+        for _ in range(3):
+            assert await guard.sample()
+    finally:
+        await raw.aclose()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "orchestrator.quotas"]
+    assert len(warnings) == 2, warnings
+    assert "no maxmemory" in warnings[0] and "allkeys-lru" in warnings[1]
