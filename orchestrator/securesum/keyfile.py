@@ -2,7 +2,8 @@
 takes part with the same key, and refused for any other instance (a jobId used again after its job expired).
 
 The file is JSON, mode 0600: ``{"jobId", "instanceId" (null until the first key registration answers),
-"privateKey" (base64 of the raw 32 bytes)}``. A file of the raw 32 bytes alone (written before instances
+"statistics" (SHA-256 of the statistics the key masked, null until it masked them), "privateKey" (base64
+of the raw 32 bytes)}``. A file of the raw 32 bytes alone (written before instances
 existed) is read as a key not yet bound to any instance.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -33,6 +35,9 @@ class KeyFile:
     job_id: str
     private_key: X25519PrivateKey
     instance_id: str | None = None
+    # SHA-256 of the (unmasked) statistics this key masked, once it has masked them: a rerun must send the
+    # same, or the service would see two vectors under the same masks, and so their difference.
+    statistics: str | None = None
 
     @classmethod
     def open(cls, path: Path, job_id: str) -> KeyFile:
@@ -50,15 +55,15 @@ class KeyFile:
         try:
             data = json.loads(raw)
             private = base64.b64decode(data["privateKey"], validate=True)
-            stored_job, instance = data["jobId"], data.get("instanceId")
+            stored_job, instance, statistics = data["jobId"], data.get("instanceId"), data.get("statistics")
             key = X25519PrivateKey.from_private_bytes(private)
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise KeyFileError(f"{path} is not a key file of this tool") from None
         if stored_job != job_id:
             raise KeyFileError(f"{path} holds the key of job {stored_job}, not of job {job_id}")
-        if instance is not None and not isinstance(instance, str):
+        if not all(v is None or isinstance(v, str) for v in (instance, statistics)):
             raise KeyFileError(f"{path} is not a key file of this tool")
-        return cls(path, job_id, key, instance or None)
+        return cls(path, job_id, key, instance or None, statistics or None)
 
     def check(self, instance_id: str | None) -> None:
         """Refuse an instance other than the one this key was registered with (``None``: the job does not
@@ -77,6 +82,20 @@ class KeyFile:
             self.instance_id = instance_id
             self._write(exclusive=False)
 
+    def mask(self, statistics: bytes) -> None:
+        """Before masking ``statistics`` with this key: refuse other statistics than a first run masked (its
+        masked vector may have reached the service), and keep the digest of these."""
+        digest = hashlib.sha256(statistics).hexdigest()
+        if self.statistics is not None and digest != self.statistics:
+            raise KeyFileError(
+                f"{self.path} already masked other statistics for job {self.job_id}: a rerun must send the same "
+                "rows (the service would see both vectors under the same masks, and so their difference); "
+                "with other rows, take part in a new job"
+            )
+        if self.statistics is None:
+            self.statistics = digest
+            self._write(exclusive=False)
+
     def _write(self, *, exclusive: bool) -> None:
         private = self.private_key.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
@@ -85,6 +104,7 @@ class KeyFile:
             {
                 "jobId": self.job_id,
                 "instanceId": self.instance_id,
+                "statistics": self.statistics,
                 "privateKey": base64.b64encode(private).decode("ascii"),
             }
         )

@@ -108,6 +108,8 @@ async def submit_statistics(
             if round_.get("instanceId") != instance:
                 raise KeyRoundError(f"job {job_id} is another instance than the one this key was registered with")
             public_keys = checked_keys(round_, client_id, own_key, total_clients)
+            if key_file is not None:
+                key_file.mask(values.tobytes())
             masked = await asyncio.to_thread(
                 mask_vector,
                 values,
