@@ -102,9 +102,8 @@ def request_actor(request: web.Request) -> Actor:
 
 async def update(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    # The security middleware has refused other media types (policy.BODY_TYPES).
     binary = request.content_type == "application/octet-stream"
-    if not binary:
-        require_json(request)
     body = await read_body(request, settings.max_vector_body_bytes)
     # A large body (a long vector, a schema of many categories) is read in a worker process.
     req, layout_error = await request.app[OFFLOAD].run(
