@@ -60,9 +60,7 @@ def layout_of(schema_json: str) -> VectorLayout:
     return VectorLayout.from_schema(json.loads(schema_json))
 
 
-def vector_layout(
-    schema_json: str, total_clients: int, max_rows: int, settings: Settings
-) -> tuple[VectorLayout, ValidationError | None]:
+def vector_layout(schema_json: str, total_clients: int, max_rows: int) -> tuple[VectorLayout, ValidationError | None]:
     """The job's vector layout (400 if the schema has none), and the error that refuses creating a job
     of it: a sum that could overflow int64 (the job's size is a quota: quotas.with_creation_quotas). That
     error matters only to the request that would create the job (an existing job was checked when it was
@@ -84,9 +82,7 @@ def layout_fields(
     """What a request that may create a summed-vector job carries of its layout (the fields of the same
     names in UpdateRequest and KeyRequest), and the error that refuses creating the job, if any."""
     max_rows = parse_max_rows(data.get("maxRows"), settings.vector_max_rows)
-    layout, refusal = (
-        (None, None) if schema_json is None else vector_layout(schema_json, total_clients, max_rows, settings)
-    )
+    layout, refusal = (None, None) if schema_json is None else vector_layout(schema_json, total_clients, max_rows)
     fields = {
         "vector_length": None if layout is None else layout.length,
         "max_rows": max_rows,

@@ -87,11 +87,6 @@ class VectorStore:
         names = _KEY_ROUND_FIELDS
         return {n: v or "" for n, v in zip(names, fields, strict=True)}, pairs(public_keys)
 
-    async def max_rows(self, job_id: str) -> int | None:
-        async with self.store.guard("vector"):
-            raw = await self.redis.hget(self.keys.job(job_id), "maxRows")
-        return int(raw) if raw else None
-
     async def vector_shape(self, job_id: str) -> tuple[int | None, int | None]:
         """The job's vector length and maxRows, as its creation stored them (None: not a vector job)."""
         async with self.store.guard("vector"):
