@@ -39,8 +39,7 @@ class UpdateRequest:
     job_id: str
     client_id: str
     total_clients: int
-    # Canonical JSON of the schema (sorted keys, compact) or None when the update has none, and its SHA-1
-    # (what the scripts compare schemas by; computed where the body is parsed, maybe a worker process).
+    # Canonical JSON of the schema (sorted keys, compact) or None when the update has none.
     schema_json: str | None
     # When the job must have all its clients (epoch ms), if the update says; else the default applies.
     deadline_ms: int | None = None
@@ -56,6 +55,8 @@ class UpdateRequest:
     # Why this update may not create its job (overflow_risk, job_too_large, storage_full), checked only if it
     # would (job_too_large also when it would store its schema in a job that has none).
     creation_refusal: str = ""
+    # SHA-1 of schema_json, what the scripts compare schemas by: computed where the body is parsed (a worker
+    # process, for a large one); '' when there is no schema or nobody computed it (the store then does).
     schema_digest: str = ""
 
 
