@@ -9,11 +9,12 @@ from typing import Any
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
+from tests.fake_coordinator import FakeCoordinator
 from tests.support import RedisServerProcess
 
 REAL_REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
@@ -105,3 +106,35 @@ async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServerProcess]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def coordinator() -> FakeCoordinator:
+    """A fake SMPC coordinator: a real aiohttp app (started by agg_client) on a loopback port."""
+    return FakeCoordinator()
+
+
+@pytest.fixture
+def agg_client(
+    redis_client: aioredis.Redis,
+    settings: Settings,
+    coordinator: FakeCoordinator,
+    aiohttp_server: Callable[..., Any],
+    aiohttp_client: Callable[..., Any],
+) -> Callable[..., Any]:
+    async def make(port: int | None = None, **overrides: Any) -> TestClient[Any, Any]:
+        server: TestServer = await aiohttp_server(coordinator.app())
+        options: dict[str, Any] = {
+            "smpc_coordinator_url": str(server.make_url("")).rstrip("/"),
+            "aggregation_backend": "smpc",
+            "aggregation_workers": 4,
+            "smpc_poll_interval_seconds": 0.05,
+            "smpc_poll_max_interval_seconds": 0.2,
+            "smpc_request_timeout_seconds": 1.0,
+            "aggregation_sweep_seconds": 0.2,
+            **overrides,
+        }
+        app = create_app(settings.with_overrides(**options), redis=redis_client)
+        return await aiohttp_client(app, server_kwargs={"port": port} if port else None)  # type: ignore[no-any-return]
+
+    return make

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -196,3 +197,12 @@ DETAILED_SCHEMA = [
     {"featureName": "department", "dataType": "NOMINAL", "offset": 9, "length": 1, "fields": ["numOfNotNull"]},
 ]
 SHORT_SCHEMA = [{"name": "age", "dataType": "NUMERIC"}, {"name": "isActive", "dataType": "BOOLEAN"}]
+
+
+async def final_status(client: Any, job: str, within: float = 10.0) -> dict[str, Any]:
+    for _ in range(int(within / 0.05)):
+        status = await (await client.get(f"/api/job-status/{job}")).json()
+        if status["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+            return status  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job} did not finish: {status}")

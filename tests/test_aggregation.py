@@ -7,48 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from orchestrator.app import create_app
-from orchestrator.settings import Settings
 from orchestrator.typedefs import STORE
 from tests.fake_coordinator import FakeCoordinator
-from tests.support import DETAILED_SCHEMA, free_port
+from tests.support import DETAILED_SCHEMA, final_status, free_port
 
 Client = TestClient[Any, Any]
 OUTPUT = [1000, 54, 240, 135.6, 90, 135, 180, 1000, 750, 900]
-
-
-@pytest.fixture
-def coordinator() -> FakeCoordinator:
-    return FakeCoordinator()
-
-
-@pytest.fixture
-def agg_client(
-    redis_client: aioredis.Redis,
-    settings: Settings,
-    coordinator: FakeCoordinator,
-    aiohttp_server: Callable[..., Any],
-    aiohttp_client: Callable[..., Any],
-) -> Callable[..., Any]:
-    async def make(port: int | None = None, **overrides: Any) -> Client:
-        server: TestServer = await aiohttp_server(coordinator.app())
-        options: dict[str, Any] = {
-            "smpc_coordinator_url": str(server.make_url("")).rstrip("/"),
-            "aggregation_backend": "smpc",
-            "aggregation_workers": 4,
-            "smpc_poll_interval_seconds": 0.05,
-            "smpc_poll_max_interval_seconds": 0.2,
-            "smpc_request_timeout_seconds": 1.0,
-            "aggregation_sweep_seconds": 0.2,
-            **overrides,
-        }
-        app = create_app(settings.with_overrides(**options), redis=redis_client)
-        return await aiohttp_client(app, server_kwargs={"port": port} if port else None)  # type: ignore[no-any-return]
-
-    return make
 
 
 async def report_all(client: Client, job: str, clients: int, **extra: Any) -> None:
@@ -56,15 +22,6 @@ async def report_all(client: Client, job: str, clients: int, **extra: Any) -> No
         body = {"jobId": job, "clientId": f"c{i}", "totalClients": clients, "schema": DETAILED_SCHEMA, **extra}
         resp = await client.post("/api/update", json=body)
         assert resp.status == 200, await resp.text()
-
-
-async def final_status(client: Client, job: str, within: float = 10.0) -> dict[str, Any]:
-    for _ in range(int(within / 0.05)):
-        status = await (await client.get(f"/api/job-status/{job}")).json()
-        if status["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
-            return status  # type: ignore[no-any-return]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job} did not finish: {status}")
 
 
 async def test_smpc_happy_path(agg_client: Callable[..., Any], coordinator: FakeCoordinator) -> None:

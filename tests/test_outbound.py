@@ -10,14 +10,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from orchestrator.app import create_app
 from orchestrator.outbound import BodyTooLarge, read_body
 from orchestrator.settings import Settings, SettingsError
 from tests.fake_coordinator import FakeCoordinator
+from tests.support import final_status
 
 Client = TestClient[Any, Any]
 # 10 features of 10,000 values each: an output of 10^5 values, about 1 MB of JSON.
@@ -26,46 +25,12 @@ SCHEMA = [
     {"featureName": f"f{n}", "dataType": "NUMERIC", "offset": n * WIDTH, "length": WIDTH} for n in range(FEATURES)
 ]
 OUTPUT = [n * 1.5 for n in range(FEATURES * WIDTH)]
-
-
-@pytest.fixture
-def coordinator() -> FakeCoordinator:
-    return FakeCoordinator()
-
-
-@pytest.fixture
-def smpc_client(
-    redis_client: aioredis.Redis,
-    settings: Settings,
-    coordinator: FakeCoordinator,
-    aiohttp_server: Callable[..., Any],
-    aiohttp_client: Callable[..., Any],
-) -> Callable[..., Any]:
-    async def make(**overrides: Any) -> Client:
-        server: TestServer = await aiohttp_server(coordinator.app())
-        options: dict[str, Any] = {
-            "smpc_coordinator_url": str(server.make_url("")).rstrip("/"),
-            "aggregation_backend": "smpc",
-            "aggregation_workers": 2,
-            "smpc_poll_interval_seconds": 0.05,
-            "smpc_poll_max_interval_seconds": 0.2,
-            "smpc_request_timeout_seconds": 5.0,
-            # Short, so that a result that is never read whole fails the test quickly rather than hanging it.
-            "aggregation_timeout_seconds": 8.0,
-            **overrides,
-        }
-        return await aiohttp_client(create_app(settings.with_overrides(**options), redis=redis_client))  # type: ignore[no-any-return]
-
-    return make
-
-
-async def finished(client: Client, job: str) -> dict[str, Any]:
-    for _ in range(300):
-        status = await (await client.get(f"/api/job-status/{job}")).json()
-        if status["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
-            return status  # type: ignore[no-any-return]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job} did not finish: {status}")
+SETTINGS: dict[str, Any] = {
+    "aggregation_workers": 2,
+    "smpc_request_timeout_seconds": 5.0,
+    # Short, so that a result that is never read whole fails the test quickly rather than hanging it.
+    "aggregation_timeout_seconds": 8.0,
+}
 
 
 async def report(client: Client, job: str) -> None:
@@ -76,12 +41,12 @@ async def report(client: Client, job: str) -> None:
 
 
 async def test_a_result_of_100000_values_completes_the_job(
-    smpc_client: Callable[..., Any], coordinator: FakeCoordinator
+    agg_client: Callable[..., Any], coordinator: FakeCoordinator
 ) -> None:
-    client = await smpc_client()
+    client = await agg_client(**SETTINGS)
     coordinator.outputs["big"] = OUTPUT
     await report(client, "big")
-    status = await finished(client, "big")
+    status = await final_status(client, "big", within=15)
     assert status["status"] == "COMPLETED", status.get("failureReason")
     features = {f["featureName"]: f for f in status["aggregatedResults"]}
     assert len(features) == FEATURES
@@ -92,13 +57,13 @@ async def test_a_result_of_100000_values_completes_the_job(
 
 
 async def test_a_result_over_max_result_bytes_fails_the_job_at_once(
-    smpc_client: Callable[..., Any], coordinator: FakeCoordinator
+    agg_client: Callable[..., Any], coordinator: FakeCoordinator
 ) -> None:
-    client = await smpc_client(smpc_max_result_bytes=100_000)
+    client = await agg_client(**SETTINGS, smpc_max_result_bytes=100_000)
     coordinator.outputs["huge"] = OUTPUT
     started = time.monotonic()
     await report(client, "huge")
-    status = await finished(client, "huge")
+    status = await final_status(client, "huge", within=15)
     assert status["status"] == "FAILED"
     assert "over 100000 bytes (MAX_RESULT_BYTES)" in status["failureReason"]
     assert time.monotonic() - started < 5  # not a transient error polled again until the deadline
