@@ -24,7 +24,7 @@ from orchestrator.errors import ApiError, ValidationError
 from orchestrator.hub import RESYNC, Event, EventHub, Subscription
 from orchestrator.models import Job, iso_ms
 from orchestrator.security.policy import principal
-from orchestrator.serializers import dumps, job_detail, job_summary
+from orchestrator.serializers import RawJSON, dumps, job_detail, job_summary
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreRefused, StoreUnavailable, now_ms
 from orchestrator.typedefs import HUB, SETTINGS, SOCKETS, STORE
@@ -271,8 +271,8 @@ class JobFeed:
         job = shared.job
         self.gone = job is None
         version = job.version if job else 0
-        head = json.dumps({"type": "snapshot", "jobId": self.job_id, "version": version, "at": iso_ms(now_ms())})
-        await ws.text(f'{head[:-1]}, "job": {shared.encoded}}}')
+        snapshot = {"type": "snapshot", "jobId": self.job_id, "version": version, "at": iso_ms(now_ms())}
+        await ws.text(dumps({**snapshot, "job": RawJSON(shared.encoded)}))
         return version
 
     async def _read(self) -> SharedJob:
@@ -366,7 +366,7 @@ class AllFeed:
             self._seen(job["jobId"], job["version"])
         at = iso_ms(now_ms())
         if self.allow is None:
-            await ws.text(f'{{"type": "snapshot", "at": "{at}", "jobs": {recent.encoded}}}')
+            await ws.text(dumps({"type": "snapshot", "at": at, "jobs": RawJSON(recent.encoded)}))
         else:
             await ws.json({"type": "snapshot", "at": at, "jobs": jobs})
 
