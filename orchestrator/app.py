@@ -33,6 +33,7 @@ from orchestrator.security.audit import AuditLog
 from orchestrator.security.guard import guard
 from orchestrator.security.tokens import Authenticator
 from orchestrator.settings import Settings
+from orchestrator.sockets import SocketRegistry
 from orchestrator.store import JobStore, StoreUnavailable
 from orchestrator.typedefs import (
     AUDIT,
@@ -47,7 +48,6 @@ from orchestrator.typedefs import (
     STORE,
     VECTORS,
 )
-from orchestrator.ws import SocketRegistry
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -15,10 +13,8 @@ from orchestrator.securesum.store import VectorStore
 from orchestrator.security.audit import AuditLog
 from orchestrator.security.tokens import Authenticator
 from orchestrator.settings import Settings
+from orchestrator.sockets import SocketRegistry
 from orchestrator.store import JobStore
-
-if TYPE_CHECKING:
-    from orchestrator.ws import SocketRegistry
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
@@ -30,4 +26,4 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 AUDIT = web.AppKey("audit", AuditLog)
 MEMORY = web.AppKey("memory", MemoryGuard)
 OFFLOAD = web.AppKey("offload", Offloader)
-SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")
+SOCKETS = web.AppKey("sockets", SocketRegistry)
