@@ -21,7 +21,7 @@ from orchestrator.client import FINAL_STATUSES, OrchestratorClient, Orchestrator
 from orchestrator.logconfig import configure_logging, shutdown_logging
 from orchestrator.securesum.demo import run_demo
 from orchestrator.securesum.keyfile import KeyFile, KeyFileError
-from orchestrator.securesum.participant import DEFAULT_MAX_ROWS, KeyRoundError
+from orchestrator.securesum.participant import DEFAULT_MAX_ROWS, KeyRoundError, submit_statistics
 from orchestrator.security.tokens import ROLES, AuthError, bound_claims, issue_token, parse_ttl
 from orchestrator.settings import Settings, SettingsError, client_base_url
 
@@ -170,7 +170,8 @@ async def submit_command(args: argparse.Namespace) -> int:
         print(f"orchestrator: {e}", file=sys.stderr)
         return 2
     async with client_for(args) as client:
-        answer = await client.submit_statistics(
+        answer = await submit_statistics(
+            client,
             args.job,
             args.client,
             args.total,

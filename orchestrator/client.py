@@ -21,8 +21,6 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from orchestrator.securesum.participant import Rows, submit_statistics
-
 logger = logging.getLogger(__name__)
 
 FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
@@ -151,21 +149,6 @@ class OrchestratorClient:
                 if status in FINAL_STATUSES:
                     raise OrchestratorError(409, "job_not_collecting", f"job {job_id} is {status}")
         raise AssertionError("watch() does not end")  # pragma: no cover
-
-    async def submit_statistics(
-        self,
-        job_id: str,
-        client_id: str,
-        total_clients: int,
-        schema: list[dict[str, Any]],
-        rows: Rows,
-        **options: Any,
-    ) -> dict[str, Any]:
-        """Compute this client's statistics of ``rows`` (dicts, or a CSV file's path), take part in the key
-        round, mask and submit them; with ``wait=True`` return the job's final status. Options:
-        ``aggregation`` ('secure-sum' or 'sum'), ``max_rows``, ``wait``, ``timeout``. Refuses (ValueError)
-        rows that do not fit the schema or a job whose sums could overflow, before sending anything."""
-        return await submit_statistics(self, job_id, client_id, total_clients, schema, rows, **options)
 
     async def status(self, job_id: str) -> dict[str, Any]:
         """The job's status in the original shape (``status``, ``message``, ``progress``, ``jobInfo``...)."""

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from orchestrator.client import OrchestratorClient
 from orchestrator.securesum.layout import OverflowRisk, RowError, VectorLayout
 from orchestrator.securesum.masking import encode_key, generate_private_key, mask_vector, public_key_bytes
+from orchestrator.securesum.participant import submit_statistics
 from orchestrator.securesum.store import VectorStore
 from orchestrator.typedefs import STORE, VECTORS
 
@@ -363,9 +364,9 @@ async def test_client_library_refuses_overflow_and_bad_rows_before_sending(make_
     wide = [{"name": "x", "dataType": "NUMERIC", "bounds": [-1e7, 1e7], "scale": 2}]
     async with OrchestratorClient(url) as orchestrator:
         with pytest.raises(OverflowRisk, match="rows per client fit"):
-            await orchestrator.submit_statistics("s8", "a", 10, wide, [{"x": 1}])
+            await submit_statistics(orchestrator, "s8", "a", 10, wide, [{"x": 1}])
         with pytest.raises(RowError, match="outside the declared bounds"):
-            await orchestrator.submit_statistics("s8", "a", 2, SCHEMA, [{"age": 500}])
+            await submit_statistics(orchestrator, "s8", "a", 2, SCHEMA, [{"age": 500}])
     assert (await client.get("/api/jobs/s8")).status == 404
 
 
@@ -374,8 +375,8 @@ async def test_sum_backend_takes_plain_vectors(make_client: Callable[..., Any]) 
     url = str(client.make_url("")).rstrip("/")
     async with OrchestratorClient(url) as orchestrator:
         for i, age in enumerate([20, 40]):
-            await orchestrator.submit_statistics(
-                "s9", f"c{i}", 2, SCHEMA, [{"age": age, "smoker": i == 0}], aggregation="sum"
+            await submit_statistics(
+                orchestrator, "s9", f"c{i}", 2, SCHEMA, [{"age": age, "smoker": i == 0}], aggregation="sum"
             )
         final = await orchestrator.wait_for_completion("s9", timeout=20)
     assert final["status"] == "COMPLETED"

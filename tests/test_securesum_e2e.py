@@ -17,6 +17,7 @@ from orchestrator.client import OrchestratorClient
 from orchestrator.keys import Keys
 from orchestrator.securesum.demo import SCHEMA, compare, plaintext_truth, synthetic_rows
 from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
+from orchestrator.securesum.participant import submit_statistics
 from tests.conftest import REAL_REDIS_URL
 from tests.support import ServiceProcess, service_instances
 
@@ -43,8 +44,8 @@ async def test_clients_on_two_instances_get_the_plaintext_statistics(
     async def holder(n: int, client_id: str) -> dict[str, Any]:
         # Each holder talks to one instance: keys, events (WebSocket) and its update all go there.
         async with OrchestratorClient(instances[n % 2].base) as client:
-            return await client.submit_statistics(
-                "e2e", client_id, len(data), SCHEMA, data[client_id], wait=True, timeout=60
+            return await submit_statistics(
+                client, "e2e", client_id, len(data), SCHEMA, data[client_id], wait=True, timeout=60
             )
 
     results = await asyncio.gather(*(holder(n, c) for n, c in enumerate(data)))

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from orchestrator.client import OrchestratorClient
+from orchestrator.securesum.participant import submit_statistics
 from orchestrator.security.tokens import issue_token
 
 SCHEMA: list[dict[str, Any]] = [
@@ -115,8 +116,8 @@ async def run_demo(
     async def holder(client_id: str) -> dict[str, Any]:
         token = issue_token(secret, client_id, "client", 3600, [job_id], **claims) if secret else None
         async with OrchestratorClient(url, token=token) as client:
-            return await client.submit_statistics(
-                job_id, client_id, clients, SCHEMA, data[client_id], wait=True, timeout=120
+            return await submit_statistics(
+                client, job_id, client_id, clients, SCHEMA, data[client_id], wait=True, timeout=120
             )
 
     results = await asyncio.gather(*(holder(client_id) for client_id in data))

@@ -1,8 +1,8 @@
 """A data holder's side of the summed-vector backends: local statistics from rows, the key round, masking
-and submission, on top of OrchestratorClient.
+and submission, a layer above the HTTP client (OrchestratorClient).
 
     async with OrchestratorClient(url) as client:
-        result = await client.submit_statistics("job-1", "hospital-A", 3, schema, "data.csv", wait=True)
+        result = await submit_statistics(client, "job-1", "hospital-A", 3, schema, "data.csv", wait=True)
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import csv
 from collections.abc import Iterable, Mapping
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from orchestrator.client import JobNotFoundError, OrchestratorClient
 from orchestrator.securesum.keyfile import KeyFile
 from orchestrator.securesum.layout import RowError, VectorLayout
 from orchestrator.securesum.masking import (
@@ -27,9 +28,6 @@ from orchestrator.securesum.masking import (
     parse_public_key,
     public_key_bytes,
 )
-
-if TYPE_CHECKING:
-    from orchestrator.client import OrchestratorClient
 
 DEFAULT_MAX_ROWS = 1_000_000
 Rows = Iterable[Mapping[str, Any]] | str | PathLike[str]
@@ -74,9 +72,12 @@ async def submit_statistics(
     private_key: X25519PrivateKey | None = None,
     key_file: KeyFile | None = None,
 ) -> dict[str, Any]:
-    """Compute, mask and send this client's statistics. With ``key_file`` the private key is the one kept
-    there, bound to the job instance it was first registered with (a rerun of the same instance takes part
-    with the same key; another instance of the jobId is refused before anything is sent)."""
+    """Compute this client's statistics of ``rows`` (dicts, or a CSV file's path), take part in the key
+    round, mask and submit them; with ``wait=True`` return the job's final status. ``aggregation`` is
+    'secure-sum' or 'sum'. Refuses (ValueError) rows that do not fit the schema or a job whose sums could
+    overflow, before sending anything. With ``key_file`` the private key is the one kept there, bound to the
+    job instance it was first registered with (a rerun of the same instance takes part with the same key;
+    another instance of the jobId is refused before anything is sent)."""
     values = local_statistics(schema, rows, total_clients, max_rows)
     async with asyncio.timeout(timeout):
         if aggregation == "sum":
@@ -129,8 +130,6 @@ async def submit_statistics(
 
 async def current_instance(client: OrchestratorClient, job_id: str) -> str | None:
     """The instanceId of the job's key round, or None when there is no such job."""
-    from orchestrator.client import JobNotFoundError
-
     try:
         return str((await client.keys(job_id)).get("instanceId") or "") or None
     except JobNotFoundError:

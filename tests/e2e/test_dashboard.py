@@ -184,6 +184,7 @@ async def test_secure_sum_job_followed_live(
     from orchestrator.client import OrchestratorClient
     from orchestrator.securesum.demo import SCHEMA as SECURE_SCHEMA
     from orchestrator.securesum.demo import synthetic_rows
+    from orchestrator.securesum.participant import submit_statistics
 
     client = await aiohttp_client(
         create_app(
@@ -198,8 +199,8 @@ async def test_secure_sum_job_followed_live(
     async def holder(n: int) -> dict[str, Any]:
         async with OrchestratorClient(base) as orchestrator:
             rows = synthetic_rows(rng, 50)
-            return await orchestrator.submit_statistics(
-                "secure", f"h{n}", 3, SECURE_SCHEMA, rows, wait=True, timeout=30
+            return await submit_statistics(
+                orchestrator, "secure", f"h{n}", 3, SECURE_SCHEMA, rows, wait=True, timeout=30
             )
 
     first = [asyncio.create_task(holder(n)) for n in range(2)]
