@@ -12,13 +12,15 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
-from orchestrator.aggregation.queue import GROUP, QueueWorkers, WorkQueue
+from orchestrator.aggregation.queue import GROUP, aggregation_queue
 from orchestrator.app import create_app
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
+from orchestrator.queueworkers import QueueWorkers
 from orchestrator.results.worker import GROUP as DELIVERY_GROUP
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore
+from orchestrator.workqueue import WorkQueue
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ async def test_an_app_started_and_stopped_leaves_no_consumer_behind(
 
 
 async def test_silent_consumers_with_nothing_pending_are_reaped(redis_client: aioredis.Redis, store: JobStore) -> None:
-    queue = WorkQueue(store, "me")
+    queue = aggregation_queue(store, "me")
     await queue.ensure_group()
     stream = store.keys.aggregation_queue
     await redis_client.xadd(stream, {"jobId": "held"})
@@ -78,8 +80,8 @@ async def test_silent_consumers_with_nothing_pending_are_reaped(redis_client: ai
     claimed = await queue.claim_stale(0, 10)
     assert [fields for _, fields in claimed] == [{"jobId": "held"}]
     # A stream or group that does not exist (yet) has nobody to reap.
-    assert await WorkQueue(store, "other", stream=f"{stream}-missing").reap_idle_consumers(0) == []
-    assert await WorkQueue(store, "other", group="missing").reap_idle_consumers(0) == []
+    assert await WorkQueue(store, "other", stream=f"{stream}-missing", group=GROUP).reap_idle_consumers(0) == []
+    assert await WorkQueue(store, "other", stream=stream, group="missing").reap_idle_consumers(0) == []
 
 
 class Holding(QueueWorkers):
@@ -97,7 +99,7 @@ class Holding(QueueWorkers):
 async def test_a_worker_stopped_with_an_entry_pending_stays_in_the_group(
     redis_client: aioredis.Redis, store: JobStore
 ) -> None:
-    workers = Holding(WorkQueue(store, "holder"))
+    workers = Holding(aggregation_queue(store, "holder"))
     stream = store.keys.aggregation_queue
     stop = asyncio.Event()
     task = asyncio.create_task(workers.run(stop))
@@ -109,7 +111,7 @@ async def test_a_worker_stopped_with_an_entry_pending_stays_in_the_group(
 
 
 async def test_the_workers_reap_periodically(redis_client: aioredis.Redis, store: JobStore) -> None:
-    queue = WorkQueue(store, "me")
+    queue = aggregation_queue(store, "me")
     await queue.ensure_group()
     stream = store.keys.aggregation_queue
     await redis_client.xgroup_createconsumer(stream, GROUP, "gone")

@@ -16,9 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from orchestrator.aggregation.queue import read_block_ms
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
+from orchestrator.workqueue import read_block_ms
 from tests.conftest import REAL_REDIS_URL
 from tests.support import RedisServerProcess
 

@@ -24,12 +24,14 @@ from typing import Any
 
 from orchestrator.aggregation.backends import Backend, Failed, Outcome, Ready, Vector
 from orchestrator.aggregation.decoding import DecodingError, decode
-from orchestrator.aggregation.queue import QueueWorkers, WorkQueue, read_block_ms
+from orchestrator.aggregation.queue import aggregation_queue
 from orchestrator.aio import pause
 from orchestrator.models import Attempt, JobStatus, iso_ms
+from orchestrator.queueworkers import QueueWorkers
 from orchestrator.results.worker import log_results
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable, now_ms
+from orchestrator.workqueue import read_block_ms
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class AggregationService(QueueWorkers):
 
     def __init__(self, store: JobStore, settings: Settings, backends: dict[str, Backend], consumer: str) -> None:
         super().__init__(
-            WorkQueue(store, consumer),
+            aggregation_queue(store, consumer),
             slots=settings.aggregation_workers,
             claim_idle=settings.aggregation_claim_idle_seconds,
             block_ms=read_block_ms(settings.redis_timeout),
@@ -128,7 +130,7 @@ class AggregationService(QueueWorkers):
         # A summed vector's result names its features: counting them does not parse a long schema again.
         features = outcome.result.get("aggregatedResults") if isinstance(outcome, Ready) else None
         metadata = {
-            "totalFeatures": len(features) if features else len(attempt.schema or []),
+            "totalFeatures": len(features) if features else len(attempt.features),
             "totalClients": len(attempt.clients),
             "doneCount": len(attempt.clients),
             "completedAt": iso_ms(now_ms()),
@@ -139,14 +141,14 @@ class AggregationService(QueueWorkers):
         if isinstance(outcome, Ready):
             return JobStatus.COMPLETED, {**outcome.result, "metadata": metadata}, ""
         assert isinstance(outcome, Vector)
-        if not attempt.schema:
+        if not attempt.features:
             try:
                 json.dumps(outcome.values, allow_nan=False)
             except (ValueError, TypeError) as e:
                 return JobStatus.FAILED, None, f"the aggregate is not a list of JSON numbers: {e}"
             return JobStatus.COMPLETED, {"aggregatedResults": [], "rawOutput": outcome.values, "metadata": metadata}, ""
         try:
-            features = decode(attempt.schema, outcome.values, clients=len(attempt.clients))
+            features = decode(attempt.features, outcome.values, clients=len(attempt.clients))
             # Derived values (a percentage of a tiny count, say) may still not be JSON numbers.
             json.dumps(features, allow_nan=False)
         except DecodingError as e:

@@ -23,13 +23,14 @@ from typing import Any
 
 import aiohttp
 
-from orchestrator.aggregation.queue import QueueWorkers, WorkQueue, read_block_ms
 from orchestrator.errors import JobNotFound
 from orchestrator.models import JobStatus, iso_ms
+from orchestrator.queueworkers import QueueWorkers
 from orchestrator.results.formats import payload, summary_lines
 from orchestrator.results.sinks import Delivered, Rejected, Retry, save_files, send_api
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable, now_ms
+from orchestrator.workqueue import WorkQueue, read_block_ms
 
 logger = logging.getLogger(__name__)
 results_logger = logging.getLogger("orchestrator.Aggregator")
