@@ -8,7 +8,11 @@ setup(
     # The dashboard's files live in the top-level static/ and are installed as orchestrator/static.
     packages=[*find_packages(include=["orchestrator", "orchestrator.*"]), "orchestrator.static"],
     package_dir={"orchestrator.static": "static"},
-    package_data={"orchestrator.static": ["*.html", "*.js", "*.css", "*.svg"]},
+    package_data={
+        "orchestrator.static": ["*.html", "*.js", "*.css", "*.svg"],
+        # The Lua scripts (orchestrator.scripts declares them; orchestrator.lua loads them).
+        "orchestrator.lua": ["*.lua", "lib/*.lua"],
+    },
     install_requires=[
         "aiohttp>=3.14.5",
         "redis>=5.2,<9",

@@ -1,7 +1,7 @@
 """The floor of this design: an aiohttp app that does only the Redis work, nothing else.
 
 POST /api/update                does the one EVALSHA of ``orchestrator.scripts.UPDATE`` with the same KEYS
-                                and ARGV that ``JobStore.record_update`` passes; the body is parsed with a
+                                and ARGV that ``JobStore.record_update`` passes (by name); the body is parsed with a
                                 bare ``json.loads`` (no validation), the answer is a small JSON object.
 GET  /api/job-status/{jobId}    does the same MULTI/HGETALL/HGETALL/EXEC round trip as
                                 ``JobStore.get_job`` and returns the two hashes as JSON.
@@ -27,39 +27,38 @@ from orchestrator.connections import create_redis
 from orchestrator.keys import Keys
 from orchestrator.models import JobStatus, iso_ms
 from orchestrator.settings import Settings
+from orchestrator.store import script_constants
 from orchestrator.validation import schema_digest
 
-# The same constant as orchestrator/store.py (_KEY_TTL_GRACE_MS), and the default settings.
-_KEY_TTL_GRACE_MS = 3600 * 1000
+# Limits no request reaches: the counters are counted as the orchestrator's are, and nothing is refused.
+_UNLIMITED = 1_000_000_000
 
 
 def create_floor_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     keys = Keys(settings.key_prefix)
-    ttl_ms = settings.job_ttl_seconds * 1000 + _KEY_TTL_GRACE_MS
-    fixed_keys = [
-        keys.jobs_by_created,
-        keys.jobs_by_updated,
-        keys.jobs_by_status(JobStatus.IN_PROGRESS),
-        keys.jobs_by_status(JobStatus.AGGREGATING),
-        keys.aggregation_queue,
-        keys.jobs_by_deadline,
-    ]
+    fixed_keys = {
+        "created": keys.jobs_by_created,
+        "updated": keys.jobs_by_updated,
+        "in_progress": keys.jobs_by_status(JobStatus.IN_PROGRESS),
+        "aggregating": keys.jobs_by_status(JobStatus.AGGREGATING),
+        "queue": keys.aggregation_queue,
+        "deadlines": keys.jobs_by_deadline,
+        "audit": keys.audit,
+    }
+    window_ms, job_window_ms = int(settings.rate_limit_window_seconds * 1000), 3_600_000
     state: dict[str, object] = {}
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         client = create_redis(settings)
         state["redis"] = client
-        state["update"] = client.register_script(
-            scripts.update_script(
-                ttl_ms=ttl_ms,
-                history=settings.event_history,
-                channel=keys.events_channel,
-                window_ms=10_000,
-                audit_max=100_000,
-                job_quotas=(3_600_000, 1_000_000_000, 1_000_000_000),
-            )
-        )
+        constants = script_constants(settings) | {
+            "window": window_ms,
+            "job_window": job_window_ms,
+            "client_jobs": _UNLIMITED,
+            "ip_jobs": _UNLIMITED,
+        }
+        state["update"] = scripts.UPDATE.register(client, {name: constants[name] for name in scripts.UPDATE.config})
         yield
         await client.aclose()
 
@@ -70,43 +69,46 @@ def create_floor_app(settings: Settings) -> web.Application:
         schema = data.get("schema")
         schema_json = "" if schema is None else json.dumps(schema, sort_keys=True, separators=(",", ":"))
         ms = int(time.time() * 1000)
-        window = ms // 10_000
-        job_window = ms // 3_600_000
+        window = ms // window_ms
+        job_window = ms // job_window_ms
+        ip = request.remote or "-"
         raw = await state["update"](  # type: ignore[operator]
-            keys=[
-                *keys.job_keys(job_id),
-                *fixed_keys,
-                keys.tombstone(job_id),
-                keys.public_keys(job_id),
-                keys.vectors(job_id),
-                keys.rate_counter("client", client_id, window),
-                keys.rate_counter("ip", request.remote or "-", window),
-                keys.audit,
-                keys.job_quota_counter("client", client_id, job_window),
-                keys.job_quota_counter("ip", request.remote or "-", job_window),
-            ],
-            args=[
-                job_id,
-                client_id,
-                int(data["totalClients"]),
-                schema_json,
-                ms,
-                iso_ms(ms) or "",
-                ms + settings.collection_timeout_seconds * 1000,
-                "",
-                "",
-                "",
-                "",
-                schema_digest(schema_json),
-                "",
-                "",
-                1_000_000_000,
-                1_000_000_000,
-                "anonymous",
-                "",
-                request.remote or "-",
-                secrets.token_hex(16),
-            ],
+            keys={
+                "job": keys.job(job_id),
+                "clients": keys.updated_clients(job_id),
+                "times": keys.client_times(job_id),
+                "events": keys.events(job_id),
+                **fixed_keys,
+                "tomb": keys.tombstone(job_id),
+                "public_keys": keys.public_keys(job_id),
+                "vectors": keys.vectors(job_id),
+                "client_rate": keys.rate_counter("client", client_id, window),
+                "ip_rate": keys.rate_counter("ip", ip, window),
+                "client_jobs": keys.job_quota_counter("client", client_id, job_window),
+                "ip_jobs": keys.job_quota_counter("ip", ip, job_window),
+            },
+            args={
+                "job_id": job_id,
+                "client_id": client_id,
+                "total": int(data["totalClients"]),
+                "schema": schema_json,
+                "now_ms": ms,
+                "now_iso": iso_ms(ms) or "",
+                "deadline": ms + settings.collection_timeout_seconds * 1000,
+                "aggregation": "",
+                "vector": "",
+                "vector_length": "",
+                "max_rows": "",
+                "schema_digest": schema_digest(schema_json),
+                "max_rows_declared": "",
+                "creation_refusal": "",
+                "client_limit": _UNLIMITED,
+                "ip_limit": _UNLIMITED,
+                "who": "anonymous",
+                "role": "",
+                "ip": ip,
+                "instance": secrets.token_hex(16),
+            },
         )
         outcome, _created, _triggered, status, done, total, version, _conflict = raw
         body = {

@@ -89,7 +89,7 @@ def _lua_commands(source: str) -> set[str]:
     return {m.lower() for m in re.findall(r"redis\.call\('(\w+)'", source)}
 
 
-UPDATE_LUA_COMMANDS = _lua_commands(scripts.UPDATE)
+UPDATE_LUA_COMMANDS = _lua_commands(scripts.UPDATE.body)
 
 
 @dataclass

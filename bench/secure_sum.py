@@ -27,12 +27,12 @@ import uuid
 import numpy as np
 import redis.asyncio as aioredis
 
-from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
 from orchestrator.models import UpdateRequest
 from orchestrator.securesum.layout import VectorLayout
 from orchestrator.securesum.masking import generate_private_key, mask_vector, public_key_bytes
 from orchestrator.securesum.store import VectorStore
+from orchestrator.settings import Settings
 from orchestrator.store import JobStore
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -102,7 +102,11 @@ async def main() -> None:
     sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
     redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True, socket_timeout=30)
-    store = JobStore(redis, keys=Keys(prefix), metrics=Metrics(), job_ttl_seconds=3600, event_history=10)
+    store = JobStore(
+        redis,
+        Settings(key_prefix=prefix, job_ttl_seconds=3600, event_history=10, enable_filesystem_saving=False),
+        metrics=Metrics(),
+    )
     print(f"Redis {REDIS_URL}, prefix {prefix}")
     print(f"{'clients':>7} {'elements':>9} {'mask (s)':>9} {'update (ms)':>11} {'sum (s)':>8} {'sum peak (MiB)':>14}")
     try:

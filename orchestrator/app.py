@@ -19,7 +19,6 @@ from orchestrator.aggregation.worker import AggregationService, consumer_name
 from orchestrator.connections import create_redis
 from orchestrator.hub import EventHub
 from orchestrator.janitor import run_janitor
-from orchestrator.keys import Keys
 from orchestrator.looplag import watch_loop_lag
 from orchestrator.metrics import Metrics
 from orchestrator.middleware import observe
@@ -67,27 +66,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         client = redis if redis is not None else create_redis(settings)
         app[REDIS] = client
-        app[STORE] = JobStore(
-            client,
-            keys=Keys(settings.key_prefix),
-            metrics=app[METRICS],
-            job_ttl_seconds=settings.job_ttl_seconds,
-            event_history=settings.event_history,
-            collection_timeout_seconds=settings.collection_timeout_seconds,
-            delivery_destinations=settings.delivery_destinations,
-            rate_limits=(
-                settings.rate_limit_window_seconds,
-                settings.rate_limit_client_writes,
-                settings.rate_limit_ip_writes,
-            ),
-            audit_max_entries=settings.audit_max_entries,
-            redis_timeout=settings.redis_timeout,
-            job_quotas=(
-                settings.job_creation_window_seconds,
-                settings.rate_limit_client_jobs,
-                settings.rate_limit_ip_jobs,
-            ),
-        )
+        app[STORE] = JobStore(client, settings, metrics=app[METRICS])
         app[MEMORY] = MemoryGuard(
             client, fraction=settings.max_redis_memory_fraction, fallback_limit=settings.max_redis_memory_bytes
         )

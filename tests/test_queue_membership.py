@@ -25,7 +25,11 @@ from orchestrator.workqueue import WorkQueue
 
 @pytest.fixture
 def store(redis_client: aioredis.Redis, prefix: str) -> JobStore:
-    return JobStore(redis_client, keys=Keys(prefix), metrics=Metrics(), job_ttl_seconds=3600, event_history=5)
+    return JobStore(
+        redis_client,
+        Settings(key_prefix=prefix, job_ttl_seconds=3600, event_history=5, enable_filesystem_saving=False),
+        metrics=Metrics(),
+    )
 
 
 async def consumers(redis: aioredis.Redis, stream: str, group: str) -> dict[str, int]:

@@ -17,7 +17,6 @@ from aiohttp.test_utils import TestClient
 from redis.exceptions import ResponseError
 
 from orchestrator.app import create_app
-from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore
@@ -248,7 +247,11 @@ async def test_script_errors_that_are_not_refusals_stay_bugs(real_redis: aioredi
     """A Lua script's own error (or a wrong type) is a bug: it must not be answered as a passing 503."""
     from orchestrator.refusals import refusal_code
 
-    store = JobStore(real_redis, keys=Keys(prefix), metrics=Metrics(), job_ttl_seconds=60, event_history=5)
+    store = JobStore(
+        real_redis,
+        Settings(key_prefix=prefix, job_ttl_seconds=60, event_history=5, enable_filesystem_saving=False),
+        metrics=Metrics(),
+    )
     broken = real_redis.register_script("return redis.call('HSET', KEYS[1])")
     raised = real_redis.register_script("error('OOM, said the script')")
     for script in (broken, raised):

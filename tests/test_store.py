@@ -12,12 +12,17 @@ from orchestrator.errors import JobNotFound
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
 from orchestrator.models import JobStatus, UpdateOutcome, UpdateRequest
+from orchestrator.settings import Settings
 from orchestrator.store import JobStore, now_ms
 
 
 @pytest.fixture
 def store(redis_client: aioredis.Redis, prefix: str) -> JobStore:
-    return JobStore(redis_client, keys=Keys(prefix), metrics=Metrics(), job_ttl_seconds=3600, event_history=5)
+    return JobStore(
+        redis_client,
+        Settings(key_prefix=prefix, job_ttl_seconds=3600, event_history=5, enable_filesystem_saving=False),
+        metrics=Metrics(),
+    )
 
 
 def req(job: str, client: str, total: int = 2, schema: str | None = None) -> UpdateRequest:

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from orchestrator.hub import EventHub
-from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
 from orchestrator.models import JobStatus, UpdateRequest
 from orchestrator.serializers import job_summary
+from orchestrator.settings import Settings
 from orchestrator.store import JobStore
 from orchestrator.typedefs import HUB, METRICS, STORE
 from tests.test_ws import receive
@@ -27,7 +27,11 @@ BIG = 200_000
 
 @pytest.fixture
 def store(redis_client: aioredis.Redis, prefix: str) -> JobStore:
-    return JobStore(redis_client, keys=Keys(prefix), metrics=Metrics(), job_ttl_seconds=3600, event_history=5)
+    return JobStore(
+        redis_client,
+        Settings(key_prefix=prefix, job_ttl_seconds=3600, event_history=5, enable_filesystem_saving=False),
+        metrics=Metrics(),
+    )
 
 
 async def big_jobs(store: JobStore, count: int) -> None:

@@ -24,45 +24,42 @@ class VectorStore:
         self.store = store
         self.redis = store.redis
         self.keys = store.keys
-        window, client_jobs, ip_jobs = store.job_quotas
-        self._register_key = store.redis.register_script(
-            scripts.register_key_script((int(window * 1000), client_jobs, ip_jobs))
-        )
 
     async def register_key(self, req: KeyRequest, actor: Actor | None = None) -> KeyResult:
         """Record a client's public key; the first key of a job creates it, the last one completes the round.
         A job it creates counts against the actor's job quotas (none without an actor)."""
-        k = self.keys
+        k, job_id = self.keys, req.job_id
         ms = now_ms()
-        quota_keys = [] if actor is None else self.store.job_quota_counters(actor.client or req.client_id, actor.ip, ms)
+        client = None if actor is None else actor.client or req.client_id
         async with self.store.guard("register_key"):
-            raw = await self._register_key(
-                keys=[
-                    k.job(req.job_id),
-                    k.events(req.job_id),
-                    k.public_keys(req.job_id),
-                    k.jobs_by_created,
-                    k.jobs_by_status(JobStatus.IN_PROGRESS),
-                    k.jobs_by_deadline,
-                    k.tombstone(req.job_id),
-                    k.jobs_by_updated,
-                    *quota_keys,
-                ],
-                args=[
-                    req.job_id,
-                    req.client_id,
-                    req.total_clients,
-                    req.schema_json or "",
-                    *self.store._change_args(),
-                    req.deadline_ms if req.deadline_ms is not None else ms + self.store.collection_timeout_ms,
-                    "" if req.vector_length is None else req.vector_length,
-                    req.max_rows,
-                    req.public_key,
-                    req.schema_digest or schema_digest(req.schema_json),
-                    "1" if req.max_rows_declared else "",
-                    req.creation_refusal,
-                    new_instance_id(),
-                ],
+            raw = await self.store.run(
+                scripts.REGISTER_KEY,
+                keys={
+                    "job": k.job(job_id),
+                    "events": k.events(job_id),
+                    "public_keys": k.public_keys(job_id),
+                    "created": k.jobs_by_created,
+                    "in_progress": k.jobs_by_status(JobStatus.IN_PROGRESS),
+                    "deadlines": k.jobs_by_deadline,
+                    "tomb": k.tombstone(job_id),
+                    "updated": k.jobs_by_updated,
+                    **self.store.job_quota_counters(client, "" if actor is None else actor.ip, ms),
+                },
+                args={
+                    "job_id": job_id,
+                    "client_id": req.client_id,
+                    "total": req.total_clients,
+                    "schema": req.schema_json or "",
+                    **self.store.change_args(),
+                    "deadline": ms + self.store.collection_timeout_ms if req.deadline_ms is None else req.deadline_ms,
+                    "vector_length": "" if req.vector_length is None else req.vector_length,
+                    "max_rows": req.max_rows,
+                    "public_key": req.public_key,
+                    "schema_digest": req.schema_digest or schema_digest(req.schema_json),
+                    "max_rows_declared": "1" if req.max_rows_declared else "",
+                    "creation_refusal": req.creation_refusal,
+                    "instance": new_instance_id(),
+                },
             )
         outcome, created, count, total, version, status, detail, *instance = raw
         return KeyResult(

@@ -20,7 +20,6 @@ class AuditLog:
         self.redis = store.redis
         self.stream = store.keys.audit
         self.max_entries = max_entries
-        self._rate_limit = store.redis.register_script(scripts.RATE_LIMIT)
 
     async def record(self, entry: dict[str, str]) -> None:
         async with self.store.guard("audit"):
@@ -53,9 +52,10 @@ class AuditLog:
     ) -> float:
         """Seconds until the client (or IP) may write again; 0 when it may now."""
         async with self.store.guard("rate_limit"):
-            wait_ms = await self._rate_limit(
-                keys=self.counters(client, ip, window, bucket),
-                args=[int(window * 1000), limits[0] if client else 0, limits[1]],
+            wait_ms = await self.store.run(
+                scripts.RATE_LIMIT,
+                keys={"counters": self.counters(client, ip, window, bucket)},
+                args={"window": int(window * 1000), "limits": [limits[0] if client else 0, limits[1]]},
             )
         return int(wait_ms) / 1000
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -30,6 +28,7 @@ from orchestrator.security.policy import (
     SOCKET_ROUTES,
     require_job,
 )
+from orchestrator.security.tickets import redeem_ticket
 from orchestrator.security.tokens import ANONYMOUS, NOBODY, AuthError, Principal, principal_from
 from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreRefused, StoreUnavailable, now_ms
@@ -164,8 +163,7 @@ async def identify(request: web.Request) -> Principal:
             raise Unauthorized(f"Token refused: {e}", code="invalid_token", headers=_CHALLENGE) from None
     ticket = request.query.get("ticket")
     if ticket is not None and request.path.startswith("/ws"):
-        store: JobStore = request.app[STORE]
-        redeemed = await store.redeem_ticket(ticket)
+        redeemed = await redeem_ticket(request.app[STORE], ticket)
         if redeemed is None:
             raise Unauthorized("WebSocket ticket unknown, used or expired", code="invalid_ticket")
         return principal_from(json.loads(redeemed))
@@ -259,13 +257,3 @@ def add_headers(request: web.Request, response: web.StreamResponse) -> None:
         headers["Access-Control-Allow-Origin"] = origin
         headers["Vary"] = "Origin"
 
-
-def new_ticket() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def ticket_payload(who: Principal) -> str:
-    data: dict[str, Any] = {"sub": who.sub, "role": who.role, "exp": who.expires_at}
-    if who.jobs is not None:
-        data["jobs"] = list(who.jobs)
-    return json.dumps(data)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from orchestrator.errors import ValidationError
-from orchestrator.security.guard import new_ticket, ticket_payload
 from orchestrator.security.policy import principal
+from orchestrator.security.tickets import new_ticket, store_ticket, ticket_payload
 from orchestrator.typedefs import AUDIT, AUTHENTICATOR, SETTINGS, STORE
 from orchestrator.validation import parse_limit
 
@@ -32,7 +32,7 @@ async def ws_ticket(request: web.Request) -> web.Response:
     """A single-use ticket for opening a WebSocket as the caller (browsers cannot set headers on one)."""
     settings = request.app[SETTINGS]
     ticket = new_ticket()
-    await request.app[STORE].store_ticket(ticket, ticket_payload(principal(request)), settings.ws_ticket_ttl_seconds)
+    await store_ticket(request.app[STORE], ticket, ticket_payload(principal(request)), settings.ws_ticket_ttl_seconds)
     return web.json_response({"ticket": ticket, "expiresIn": settings.ws_ticket_ttl_seconds}, status=201)
 
 

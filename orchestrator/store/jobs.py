@@ -1,0 +1,175 @@
+"""The job's own life: an update (which creates the job), cancelling, failing an overdue collection, expiry."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from orchestrator import scripts
+from orchestrator.models import Actor, JobStatus, UpdateOutcome, UpdateRequest, UpdateResult, iso_ms
+from orchestrator.store.core import StoreCore, new_instance_id, now_ms
+from orchestrator.validation import schema_digest
+
+_EXPIRE_BATCH = 500
+NOBODY = Actor()
+
+
+class JobWrites(StoreCore):
+    async def record_update(self, req: UpdateRequest, actor: Actor = NOBODY) -> UpdateResult:
+        """Count one client's completion; create the job on its first update; check the actor's rate limits
+        and append the audit entry. One Redis round trip."""
+        k, s = self.keys, self.settings
+        client_limit, ip_limit = s.rate_limit_client_writes, s.rate_limit_ip_writes
+        ms = now_ms()
+        index = int(ms / 1000 // s.rate_limit_window_seconds)
+        # Without an actor (the service's own calls, tests) nothing is limited.
+        rate_client = (actor.client or req.client_id) if actor is not NOBODY else None
+        if rate_client is None:
+            client_limit = 0
+        job_id = req.job_id
+        async with self.guard("update"):
+            raw = await self.run(
+                scripts.UPDATE,
+                keys={
+                    "job": k.job(job_id),
+                    "clients": k.updated_clients(job_id),
+                    "times": k.client_times(job_id),
+                    "events": k.events(job_id),
+                    "created": k.jobs_by_created,
+                    "updated": k.jobs_by_updated,
+                    "in_progress": k.jobs_by_status(JobStatus.IN_PROGRESS),
+                    "aggregating": k.jobs_by_status(JobStatus.AGGREGATING),
+                    "queue": k.aggregation_queue,
+                    "deadlines": k.jobs_by_deadline,
+                    "tomb": k.tombstone(job_id),
+                    "public_keys": k.public_keys(job_id),
+                    "vectors": k.vectors(job_id),
+                    "client_rate": k.rate_counter("client", rate_client or "-", index),
+                    "ip_rate": k.rate_counter("ip", actor.ip or "-", index),
+                    "audit": k.audit,
+                    **self.job_quota_counters(rate_client, actor.ip, ms),
+                },
+                args={
+                    "job_id": job_id,
+                    "client_id": req.client_id,
+                    "total": req.total_clients,
+                    "schema": req.schema_json or "",
+                    "now_ms": ms,
+                    "now_iso": iso_ms(ms) or "",
+                    "deadline": req.deadline_ms if req.deadline_ms is not None else ms + self.collection_timeout_ms,
+                    "aggregation": req.aggregation or "",
+                    "vector": req.vector or b"",
+                    "vector_length": "" if req.vector_length is None else req.vector_length,
+                    "max_rows": "" if req.max_rows is None else req.max_rows,
+                    "schema_digest": req.schema_digest or schema_digest(req.schema_json),
+                    "max_rows_declared": "1" if req.max_rows_declared else "",
+                    "creation_refusal": req.creation_refusal,
+                    "client_limit": client_limit,
+                    "ip_limit": ip_limit if actor.ip else 0,
+                    "who": actor.who,
+                    "role": actor.role,
+                    "ip": actor.ip,
+                    "instance": new_instance_id(),
+                },
+            )
+        outcome, created, triggered, status, done, total, version, conflict = raw
+        return UpdateResult(
+            outcome=UpdateOutcome(outcome),
+            created=bool(created),
+            triggered=bool(triggered),
+            status=JobStatus(status),
+            done_count=int(done),
+            total_clients=int(total),
+            version=int(version),
+            conflict_field=conflict or None,
+        )
+
+    async def cancel_job(self, job_id: str, reason: str) -> tuple[str, JobStatus | None, int]:
+        """Cancel a job that has not finished, announcing it; returns (outcome, status, version) with
+        outcome 'cancelled', 'already', 'finished' (refused) or 'missing'. Safe to call twice."""
+        k = self.keys
+        async with self.guard("cancel"):
+            outcome, status, version = await self.run(
+                scripts.CANCEL,
+                keys={
+                    "job": k.job(job_id),
+                    "events": k.events(job_id),
+                    "in_progress": k.jobs_by_status(JobStatus.IN_PROGRESS),
+                    "aggregating": k.jobs_by_status(JobStatus.AGGREGATING),
+                    "cancelled": k.jobs_by_status(JobStatus.CANCELLED),
+                    "updated": k.jobs_by_updated,
+                    "clients": k.updated_clients(job_id),
+                    "times": k.client_times(job_id),
+                    "deadlines": k.jobs_by_deadline,
+                    "vectors": k.vectors(job_id),
+                },
+                args={"job_id": job_id, "reason": reason, **self.change_args()},
+            )
+        return str(outcome), JobStatus(status) if status else None, int(version)
+
+    async def overdue_collections(self, *, now: int | None = None, limit: int = 500) -> list[str]:
+        """Jobs still collecting clients whose collection deadline has passed."""
+        ms = now_ms() if now is None else now
+        async with self.guard("overdue"):
+            return cast(
+                list[str], await self.redis.zrangebyscore(self.keys.jobs_by_deadline, "-inf", ms, start=0, num=limit)
+            )
+
+    async def fail_overdue_collection(self, job_id: str) -> bool:
+        """Fail a job whose collection deadline passed, naming the clients that reported."""
+        k = self.keys
+        async with self.guard("fail_overdue"):
+            done, _ = await self.run(
+                scripts.FAIL_OVERDUE_COLLECTION,
+                keys={
+                    "job": k.job(job_id),
+                    "events": k.events(job_id),
+                    "in_progress": k.jobs_by_status(JobStatus.IN_PROGRESS),
+                    "failed": k.jobs_by_status(JobStatus.FAILED),
+                    "updated": k.jobs_by_updated,
+                    "clients": k.updated_clients(job_id),
+                    "times": k.client_times(job_id),
+                    "deadlines": k.jobs_by_deadline,
+                    "vectors": k.vectors(job_id),
+                },
+                args={"job_id": job_id, "reason": "Collection deadline passed", **self.change_args()},
+            )
+        return bool(done)
+
+    async def expire_stale(self, *, now: int | None = None) -> tuple[list[str], bool]:
+        """Expire (a batch of) the jobs unchanged for longer than the TTL, announcing each; returns their
+        ids and whether more may be waiting."""
+        k = self.keys
+        ms = now_ms() if now is None else now
+        cutoff = ms - self.job_ttl_ms
+        expired: list[str] = []
+        async with self.guard("expire"):
+            stale = cast(
+                list[str], await self.redis.zrangebyscore(k.jobs_by_updated, "-inf", cutoff, start=0, num=_EXPIRE_BATCH)
+            )
+        indexes = [k.jobs_by_created, k.jobs_by_updated, k.jobs_by_deadline, *k.status_indexes()]
+        for job_id in stale:
+            async with self.guard("expire"):
+                done = await self.run(
+                    scripts.EXPIRE,
+                    keys={
+                        "job": k.job(job_id),
+                        "clients": k.updated_clients(job_id),
+                        "times": k.client_times(job_id),
+                        "events": k.events(job_id),
+                        "tomb": k.tombstone(job_id),
+                        "deliveries": k.deliveries(job_id),
+                        "public_keys": k.public_keys(job_id),
+                        "vectors": k.vectors(job_id),
+                        "indexes": indexes,
+                    },
+                    args={
+                        "job_id": job_id,
+                        "cutoff": cutoff,
+                        "now_iso": iso_ms(ms) or "",
+                        "channel": k.events_channel,
+                        "tomb_ttl": self.job_ttl_ms,
+                    },
+                )
+            if done:
+                expired.append(job_id)
+        return expired, len(stale) == _EXPIRE_BATCH
