@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.wire.features import Feature, stored_features
+
 
 class JobStatus(enum.StrEnum):
     IN_PROGRESS = "IN_PROGRESS"
@@ -28,9 +30,8 @@ class UpdateOutcome(enum.StrEnum):
     QUOTA_EXCEEDED = "quota_exceeded"
 
 
-DATA_TYPES = frozenset({"BOOLEAN", "NUMERIC", "NOMINAL", "ORDINAL", "CATEGORICAL"})
-AGGREGATION_BACKENDS = frozenset({"smpc", "none", "secure-sum", "sum"})
 # Backends whose clients send statistics vectors that the service sums itself.
+AGGREGATION_BACKENDS = frozenset({"smpc", "none", "secure-sum", "sum"})
 VECTOR_BACKENDS = frozenset({"secure-sum", "sum"})
 
 
@@ -69,7 +70,8 @@ class KeyRequest:
     total_clients: int
     schema_json: str | None
     public_key: str  # canonical base64 of the raw 32-byte X25519 key, validated
-    max_rows: int
+    # As declared until the backend's layout step (securesum/vectors.py) gives it the default.
+    max_rows: int | None = None
     vector_length: int | None = None
     deadline_ms: int | None = None
     max_rows_declared: bool = False
@@ -230,6 +232,7 @@ class Attempt:
     schema_json: str
     clients: list[str]
 
-    @functools.cached_property
-    def schema(self) -> list[dict[str, Any]] | None:
-        return json.loads(self.schema_json) if self.schema_json else None
+    @property
+    def features(self) -> tuple[Feature, ...]:
+        """The job's schema, read once per job (per process); () for none."""
+        return stored_features(self.schema_json) if self.schema_json else ()

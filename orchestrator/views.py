@@ -8,42 +8,33 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator import SERVICE_NAME, __version__
-from orchestrator.bodies import parse_update_body
-from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound, UnsupportedMediaType, ValidationError
+from orchestrator.bodies import parse_update_body, read_body
+from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound, ValidationError
 from orchestrator.logconfig import info_fast
-from orchestrator.models import Actor, UpdateOutcome
+from orchestrator.models import Actor, UpdateOutcome, UpdateRequest, UpdateResult
 from orchestrator.openapi import OPENAPI
 from orchestrator.quotas import job_quota_exceeded, with_creation_quotas
-from orchestrator.securesum.requests import refusal
-from orchestrator.security.guard import client_ip, rate_limited
+from orchestrator.securesum.vectors import refusal, update_layout
+from orchestrator.security.actors import request_actor
+from orchestrator.security.guard import rate_limited
 from orchestrator.security.policy import (
     AUDIT_JOB,
     AUDIT_LOGGED,
     AUDIT_OUTCOME,
     AUDITED,
+    authorise_write,
     principal,
-    require_job,
-    require_scoped_writer,
-    require_self,
     require_unscoped,
 )
 from orchestrator.serializers import dumps, job_detail, job_summary, status_body
+from orchestrator.settings import Settings
 from orchestrator.staticfiles import static_dir
 from orchestrator.store import StoreUnavailable
 from orchestrator.typedefs import AUTHENTICATOR, MEMORY, METRICS, OFFLOAD, SETTINGS, STORE
-from orchestrator.validation import (
-    ID_PATTERN,
-    encodable,
-    parse_cursor,
-    parse_json_object,
-    parse_limit,
-    parse_status,
-    validate_id,
-)
+from orchestrator.validation import ID_PATTERN, parse_cursor, parse_json_object, parse_limit, parse_status, validate_id
+from orchestrator.wire.requests import decode_callback, decode_cancel
 
 logger = logging.getLogger("orchestrator.api")
-
-_JSON_TYPES = {"application/json"}
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -70,46 +61,14 @@ async def index(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, or 413 when it is larger than ``limit`` (the app's own limit is the largest any
-    route takes)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = await request.read()
-    if len(body) > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
-    return body
-
-
-def require_json(request: web.Request) -> None:
-    content_type = request.content_type
-    if content_type not in _JSON_TYPES and not (
-        content_type.startswith("application/") and content_type.endswith("+json")
-    ):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, got {content_type or 'none'}")
-
-
-def request_actor(request: web.Request) -> Actor:
-    """Who sends this write, for its rate limits, its job quotas and its audit entry."""
-    who = principal(request)
-    return Actor(
-        who.sub if who.authenticated else "anonymous",
-        who.role if who.authenticated else "",
-        client_ip(request),
-        who.sub if who.authenticated else None,
-    )
-
-
 async def update(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
+    """Decode (one typed model) -> authorise -> the backend's vector step -> one script -> the answer."""
+    settings, offload = request.app[SETTINGS], request.app[OFFLOAD]
     # The security middleware has refused other media types (policy.BODY_TYPES).
     binary = request.content_type == "application/octet-stream"
     body = await read_body(request, settings.max_vector_body_bytes)
-    # A large body (a long vector, a schema of many categories) is read in a worker process.
-    req, layout_error = await request.app[OFFLOAD].run(
-        len(body), parse_update_body, body, binary, dict(request.query), settings
-    )
-    req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
+    # A large body (a long vector, a schema of many categories) is read, and laid out, in a worker process.
+    req = await offload.run(len(body), parse_update_body, body, binary, dict(request.query), settings)
     if req.aggregation == "smpc" and not settings.smpc_coordinator_url:
         raise ValidationError(
             "This service has no SMPC coordinator configured (SMPC_COORDINATOR_URL)",
@@ -117,10 +76,9 @@ async def update(request: web.Request) -> web.Response:
             field="aggregation",
         )
     request[AUDIT_JOB] = req.job_id
-    require_self(request, req.client_id)
-    who = principal(request)
-    require_scoped_writer(who)
-    require_job(who, req.job_id)
+    authorise_write(request, req.client_id, req.job_id)
+    req, layout_error = await offload.run(len(req.schema_json or ""), update_layout, req, settings)
+    req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
     actor = request_actor(request)
     result = await request.app[STORE].record_update(req, actor)
     if result.created:
@@ -128,40 +86,11 @@ async def update(request: web.Request) -> web.Response:
     request[AUDITED] = True
     request[AUDIT_OUTCOME] = result.outcome.value
     request.app[METRICS].count_update(result.outcome.value)
-    where = f"job {req.job_id}, client {req.client_id}"
-    if result.outcome is UpdateOutcome.RATE_LIMITED:
-        raise rate_limited(int(result.conflict_field or "1000") / 1000)
-    if result.outcome is UpdateOutcome.QUOTA_EXCEEDED:
-        logger.warning("Refused new job for %s: job quota of %s exceeded", where, actor.client or req.client_id)
-        raise job_quota_exceeded(int(result.conflict_field or "1000") / 1000, settings)
-    if result.outcome is UpdateOutcome.CONFLICT:
-        field = result.conflict_field or "totalClients"
-        logger.warning("Refused update for %s: %s differs from the job's", where, field)
-        raise Conflict(
-            f"Job {req.job_id} already exists with a different {field}",
-            code=CONFLICT_CODES[field],
-            jobId=req.job_id,
-            field=field,
-            totalClients=result.total_clients,
-        )
-    if result.outcome is UpdateOutcome.REFUSED:
-        reason = result.conflict_field or ""
-        error = creation_error if creation_error and reason == creation_error.code else refusal(reason, req)
-        logger.warning("Refused update for %s: %s", where, error.code)
-        raise error
-    if result.outcome is UpdateOutcome.CLOSED:
-        logger.warning("Refused new client for %s: job is %s", where, result.status.value)
-        raise Conflict(
-            f"Job {req.job_id} is {result.status.value} and no longer accepts new clients",
-            code="job_not_collecting",
-            jobId=req.job_id,
-            status=result.status.value,
-        )
+    if result.outcome not in (UpdateOutcome.RECORDED, UpdateOutcome.DUPLICATE):
+        raise _refused(result, req, creation_error, actor, settings)
     duplicate = result.outcome is UpdateOutcome.DUPLICATE
-    if duplicate:
-        message = f"Update for {where} was already recorded."
-    else:
-        message = f"Update for {where} recorded."
+    where = f"job {req.job_id}, client {req.client_id}"
+    if not duplicate:
         # One line for both when the update created the job: logging is a good part of an update's cost.
         created = f"Job {req.job_id} created (totalClients={result.total_clients}); " if result.created else ""
         # The same line is this update's audit line (who, role, IP): one log line per update.
@@ -181,7 +110,7 @@ async def update(request: web.Request) -> web.Response:
         )
     return web.json_response(
         {
-            "message": message,
+            "message": f"Update for {where} was already recorded." if duplicate else f"Update for {where} recorded.",
             "jobId": req.job_id,
             "clientId": req.client_id,
             "alreadyRecorded": duplicate,
@@ -190,6 +119,40 @@ async def update(request: web.Request) -> web.Response:
             "totalClients": result.total_clients,
             "version": result.version,
         }
+    )
+
+
+def _refused(
+    result: UpdateResult, req: UpdateRequest, creation_error: ApiError | None, actor: Actor, settings: Settings
+) -> ApiError:
+    """The error for an update the UPDATE script did not record."""
+    where = f"job {req.job_id}, client {req.client_id}"
+    if result.outcome is UpdateOutcome.RATE_LIMITED:
+        return rate_limited(int(result.conflict_field or "1000") / 1000)
+    if result.outcome is UpdateOutcome.QUOTA_EXCEEDED:
+        logger.warning("Refused new job for %s: job quota of %s exceeded", where, actor.client or req.client_id)
+        return job_quota_exceeded(int(result.conflict_field or "1000") / 1000, settings)
+    if result.outcome is UpdateOutcome.CONFLICT:
+        field = result.conflict_field or "totalClients"
+        logger.warning("Refused update for %s: %s differs from the job's", where, field)
+        return Conflict(
+            f"Job {req.job_id} already exists with a different {field}",
+            code=CONFLICT_CODES[field],
+            jobId=req.job_id,
+            field=field,
+            totalClients=result.total_clients,
+        )
+    if result.outcome is UpdateOutcome.REFUSED:
+        reason = result.conflict_field or ""
+        error = creation_error if creation_error and reason == creation_error.code else refusal(reason, req)
+        logger.warning("Refused update for %s: %s", where, error.code)
+        return error
+    logger.warning("Refused new client for %s: job is %s", where, result.status.value)
+    return Conflict(
+        f"Job {req.job_id} is {result.status.value} and no longer accepts new clients",
+        code="job_not_collecting",
+        jobId=req.job_id,
+        status=result.status.value,
     )
 
 
@@ -234,13 +197,8 @@ async def cancel_job(request: web.Request) -> web.Response:
     validate_id(job_id, "jobId")
     reason = "cancelled by request"
     if request.can_read_body:
-        body = parse_json_object(await read_body(request, request.app[SETTINGS].max_body_bytes))
-        given = body.get("reason")
-        if given is not None and (not isinstance(given, str) or len(given) > 500):
-            raise ValidationError(
-                "'reason' must be a string of at most 500 characters", code="invalid_field", field="reason"
-            )
-        reason = encodable(given, "reason") if given else reason
+        body = decode_cancel(parse_json_object(await read_body(request, request.app[SETTINGS].max_body_bytes)))
+        reason = body.reason or reason
     outcome, status, version = await request.app[STORE].cancel_job(job_id, reason)
     if outcome == "missing":
         raise JobNotFound(job_id)
@@ -278,8 +236,7 @@ async def smpc_callback(request: web.Request) -> web.Response:
     validate_id(job_id, "jobId")
     token = request.query.get("token", "")
     body = parse_json_object(await read_body(request, request.app[SETTINGS].max_body_bytes))
-    if body.get("status") not in ("COMPLETED", "FAILED"):
-        raise ValidationError("'status' must be COMPLETED or FAILED", code="invalid_field", field="status")
+    decode_callback(body)
     stored = await request.app[STORE].store_callback(job_id, token, body)
     if stored < 0:
         raise ApiError("Not a valid callback token for this job", code="invalid_token", http_status=403)

@@ -14,17 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.wire.features import DEFAULT_FIELDS, Feature
+
 Number = int | float
 
-# Field layouts of the short schema form (and of detailed features that name no fields), by data type:
-# the real clients' layouts.
-DEFAULT_FIELDS: dict[str, list[str]] = {
-    "NUMERIC": ["numOfNotNull", "min", "max", "avg", "q1", "q2", "q3"],
-    "BOOLEAN": ["numOfNotNull", "numOfTrue"],
-    "NOMINAL": ["numOfNotNull"],
-    "ORDINAL": ["numOfNotNull"],
-    "CATEGORICAL": ["numOfNotNull"],
-}
 _SECURE_SUM_NUMERIC = ["count", "sum", "sumOfSquares"]
 # No sum of statistics the clients send comes near this; anything beyond is a broken aggregate.
 MAX_VALUE = 1e18
@@ -43,30 +36,30 @@ class FeatureLayout:
     categories: list[str] | None
 
 
-def layout(schema: Sequence[dict[str, Any]]) -> tuple[list[FeatureLayout], int]:
-    """Each feature's place in the vector, and the vector's length."""
+def layout(schema: Sequence[Feature]) -> list[FeatureLayout]:
+    """Each feature's place in the vector and the name of each of its values."""
     features: list[FeatureLayout] = []
     position = 0
     for feature in schema:
-        data_type = str(feature["dataType"])
-        categories = feature.get("categories")
-        if categories is not None and not (
-            isinstance(categories, list) and all(isinstance(c, str) for c in categories)
-        ):
-            categories = None
-        fields = feature.get("fields")
+        categories = feature.categories
+        fields = feature.fields
         if not fields:
-            fields = ["numOfNotNull", *categories] if categories else DEFAULT_FIELDS.get(data_type, ["numOfNotNull"])
-            if feature.get("length") is not None and len(fields) != feature["length"]:
-                fields = [f"field{i}" for i in range(int(feature["length"]))]
-        offset = int(feature["offset"]) if feature.get("offset") is not None else position
-        features.append(
-            FeatureLayout(
-                str(feature.get("featureName", feature.get("name"))), data_type, offset, list(fields), categories
-            )
-        )
+            fields = ["numOfNotNull", *categories] if categories else list(DEFAULT_FIELDS[feature.data_type])
+            if feature.length is not None and len(fields) != feature.length:
+                fields = [f"field{i}" for i in range(feature.length)]
+        offset = feature.offset if feature.offset is not None else position
+        features.append(FeatureLayout(feature.label, feature.data_type, offset, list(fields), categories))
         position = max(position, offset + len(fields))
-    return features, position
+    return features
+
+
+def expected_length(schema: Sequence[Feature]) -> int:
+    """How many values the schema describes, without building anything per value."""
+    position = 0
+    for feature in schema:
+        offset = feature.offset if feature.offset is not None else position
+        position = max(position, offset + feature.size)
+    return position
 
 
 def parse_number(value: Any, index: int) -> Number:
@@ -99,26 +92,7 @@ def parse_number(value: Any, index: int) -> Number:
     return number
 
 
-def expected_length(schema: Sequence[dict[str, Any]]) -> int:
-    """How many values the schema describes, without building anything per value."""
-    position = 0
-    for feature in schema:
-        if feature.get("fields"):
-            length = len(feature["fields"])
-        elif feature.get("length") is not None:
-            length = int(feature["length"])
-        else:
-            categories = feature.get("categories")
-            if isinstance(categories, list) and all(isinstance(c, str) for c in categories) and categories:
-                length = 1 + len(categories)
-            else:
-                length = len(DEFAULT_FIELDS.get(str(feature["dataType"]), ["numOfNotNull"]))
-        offset = int(feature["offset"]) if feature.get("offset") is not None else position
-        position = max(position, offset + length)
-    return position
-
-
-def decode(schema: Sequence[dict[str, Any]], output: Sequence[Any], *, clients: int) -> list[dict[str, Any]]:
+def decode(schema: Sequence[Feature], output: Sequence[Any], *, clients: int) -> list[dict[str, Any]]:
     """Per-feature statistics from the aggregated ``output``; DecodingError if it does not fit."""
     if not isinstance(output, (list, tuple)):
         raise DecodingError(f"the aggregate is not a list of numbers but {type(output).__name__}")
@@ -126,7 +100,7 @@ def decode(schema: Sequence[dict[str, Any]], output: Sequence[Any], *, clients: 
     # Checked before laying the schema out value by value: a wrong output must cost nothing.
     if len(output) != expected:
         raise DecodingError(f"the aggregate has {len(output)} values; the schema describes {expected}")
-    features, _ = layout(schema)
+    features = layout(schema)
     values = [parse_number(v, i) for i, v in enumerate(output)]
     return [_decode_feature(f, values[f.offset : f.offset + len(f.fields)], clients) for f in features]
 

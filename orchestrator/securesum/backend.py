@@ -15,8 +15,8 @@ import numpy as np
 from orchestrator.aggregation.backends import AttemptContext, Failed, Outcome, Ready
 from orchestrator.offload import Offloader
 from orchestrator.securesum.layout import InconsistentAggregate, LayoutError
-from orchestrator.securesum.requests import layout_of
 from orchestrator.securesum.store import MissingVector, VectorStore
+from orchestrator.securesum.vectors import layout_of
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.errors import ValidationError
+from orchestrator.wire.features import Feature as SchemaFeature
+from orchestrator.wire.features import parse_schema
+
 INT64_MAX = 2**63 - 1
-MAX_SCALE = 12
-CATEGORICAL_TYPES = frozenset({"CATEGORICAL", "NOMINAL", "ORDINAL"})
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 
@@ -76,16 +78,26 @@ class VectorLayout:
     length: int
 
     @classmethod
-    def from_schema(cls, schema: Sequence[Mapping[str, Any]]) -> VectorLayout:
+    def from_features(cls, schema: Sequence[SchemaFeature]) -> VectorLayout:
+        """The layout of a validated schema; LayoutError if a feature has none (a NUMERIC one without
+        bounds, a categorical one without categories, a declared offset/length other than its layout's)."""
         features: list[Feature] = []
         offset = 0
-        for i, raw in enumerate(schema):
-            feature = _feature(raw, offset, f"schema[{i}]")
+        for i, declared in enumerate(schema):
+            feature = _feature(declared, offset, f"schema[{i}]")
             features.append(feature)
             offset += feature.length
         if not features:
             raise LayoutError("the schema has no features: there would be nothing to sum", "schema")
         return cls(tuple(features), offset)
+
+    @classmethod
+    def from_schema(cls, schema: Sequence[Mapping[str, Any]]) -> VectorLayout:
+        """The layout of a schema as a client holds it (JSON-like dicts), validated first."""
+        try:
+            return cls.from_features(parse_schema(list(schema)))
+        except ValidationError as e:
+            raise LayoutError(e.message, str(e.details.get("field") or "schema")) from None
 
     def check_capacity(self, total_clients: int, max_rows: int) -> None:
         """OverflowRisk unless every sum of ``total_clients`` clients of up to ``max_rows`` rows each, within
@@ -129,64 +141,39 @@ class VectorLayout:
         return [_decode(f, values[f.offset : f.offset + f.length], rows) for f in self.features]
 
 
-def _feature(raw: Mapping[str, Any], offset: int, where: str) -> Feature:
-    name = raw.get("featureName", raw.get("name"))
-    data_type = raw.get("dataType")
-    if not isinstance(name, str) or not isinstance(data_type, str):
-        raise LayoutError(f"'{where}' needs a name and a dataType", where)
+def _feature(declared: SchemaFeature, offset: int, where: str) -> Feature:
+    name, data_type = declared.label, declared.data_type
     if data_type == "BOOLEAN":
         feature = Feature(name, data_type, offset, 2)
     elif data_type == "NUMERIC":
-        feature = Feature(name, data_type, offset, 3, scale=_scale(raw, where), bounds=_bounds(raw, where))
-    elif data_type in CATEGORICAL_TYPES:
-        categories = raw.get("categories")
-        if (
-            not isinstance(categories, list)
-            or not categories
-            or not all(isinstance(c, str) and c for c in categories)
-            or len(set(categories)) != len(categories)
-        ):
+        feature = Feature(name, data_type, offset, 3, scale=declared.scale or 0, bounds=_bounds(declared, where))
+    else:
+        if not declared.categories:
             raise LayoutError(
                 f"'{where}.categories' must list the {data_type} feature's distinct categories (non-empty strings)",
                 f"{where}.categories",
             )
-        feature = Feature(name, data_type, offset, 1 + len(categories), categories=tuple(categories))
-    else:
-        raise LayoutError(f"'{where}.dataType' {data_type!r} has no vector layout", f"{where}.dataType")
-    declared = (raw.get("offset"), raw.get("length"))
-    if declared != (None, None) and declared != (feature.offset, feature.length):
+        categories = tuple(declared.categories)
+        feature = Feature(name, data_type, offset, 1 + len(categories), categories=categories)
+    if (declared.offset, declared.length) not in ((None, None), (feature.offset, feature.length)):
         raise LayoutError(
-            f"'{where}' declares offset/length {declared[0]}/{declared[1]}; its vector layout is "
+            f"'{where}' declares offset/length {declared.offset}/{declared.length}; its vector layout is "
             f"{feature.offset}/{feature.length}",
             where,
         )
     return feature
 
 
-def _scale(raw: Mapping[str, Any], where: str) -> int:
-    scale = raw.get("scale", 0)
-    if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= MAX_SCALE:
-        raise LayoutError(f"'{where}.scale' must be an integer 0-{MAX_SCALE} (decimal places)", f"{where}.scale")
-    return scale
-
-
-def _bounds(raw: Mapping[str, Any], where: str) -> tuple[Decimal, Decimal]:
-    bounds = raw.get("bounds")
-    if (
-        not isinstance(bounds, list)
-        or len(bounds) != 2
-        or not all(
-            isinstance(b, (int, float)) and not isinstance(b, bool) and (isinstance(b, int) or math.isfinite(b))
-            for b in bounds
-        )
-        or bounds[0] > bounds[1]
-    ):
+def _bounds(declared: SchemaFeature, where: str) -> tuple[Decimal, Decimal]:
+    # A JSON body cannot carry an infinity (refused as it is read); a client's own schema can.
+    if declared.bounds is None or not all(isinstance(b, int) or math.isfinite(b) for b in declared.bounds):
         raise LayoutError(
             f"'{where}.bounds' must be [min, max], two finite numbers with min <= max: a NUMERIC feature of a "
             "summed vector needs them to rule out overflow",
             f"{where}.bounds",
         )
-    return Decimal(str(bounds[0])), Decimal(str(bounds[1]))
+    low, high = declared.bounds
+    return Decimal(str(low)), Decimal(str(high))
 
 
 def _count_value(feature: Feature, value: Any, sums: list[int], row: int) -> None:

@@ -7,14 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
-from orchestrator.bodies import parse_key_body
+from orchestrator.bodies import parse_key_body, read_body, require_json
 from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound
 from orchestrator.quotas import job_quota_exceeded, with_creation_quotas
+from orchestrator.securesum.vectors import key_layout
+from orchestrator.security.actors import request_actor
 from orchestrator.security.policy import AUDIT_OUTCOME, principal, require_scoped_writer, require_self
 from orchestrator.store import now_ms
 from orchestrator.typedefs import MEMORY, OFFLOAD, SETTINGS, VECTORS
 from orchestrator.validation import validate_id
-from orchestrator.views import read_body, request_actor, require_json
 
 logger = logging.getLogger("orchestrator.api")
 
@@ -27,10 +28,12 @@ async def register_key(request: web.Request) -> web.Response:
     # The schema of a long vector is long too: this body may be as large as a vector's.
     body = await read_body(request, settings.max_vector_body_bytes)
     # A large schema is parsed and laid out in a worker process, off the event loop.
-    req, layout_error = await request.app[OFFLOAD].run(len(body), parse_key_body, job_id, body, settings, now_ms())
-    req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
+    offload = request.app[OFFLOAD]
+    req = await offload.run(len(body), parse_key_body, job_id, body, now_ms())
     require_self(request, req.client_id)
     require_scoped_writer(principal(request))
+    req, layout_error = await offload.run(len(req.schema_json or ""), key_layout, req, settings)
+    req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
     result = await request.app[VECTORS].register_key(req, request_actor(request))
     if result.created:
         request.app[MEMORY].charge(req)

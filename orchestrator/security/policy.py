@@ -120,3 +120,12 @@ def require_unscoped(who: Principal, what: str) -> None:
 def require_job(who: Principal, job_id: str) -> None:
     if not who.may_touch(job_id):
         raise Forbidden(f"This token does not cover job {job_id}", code="job_not_allowed", jobId=job_id)
+
+
+def authorise_write(request: web.Request, client_id: str, job_id: str) -> None:
+    """A write of ``client_id`` to ``job_id``: a client acts only as itself, with a token scoped to jobs
+    that include this one."""
+    require_self(request, client_id)
+    who = principal(request)
+    require_scoped_writer(who)
+    require_job(who, job_id)
