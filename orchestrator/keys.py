@@ -1,7 +1,11 @@
 """Every Redis key and channel name; nothing else builds them.
 
-A job's keys share the literal hash tag ``{jobId}`` (the original's ``job:{jobId}`` names), so in a
-Redis Cluster they live in one slot and one script may touch them all.
+A job's keys share the literal hash tag ``{jobId}`` (the original's ``job:{jobId}`` names), so in a Redis
+Cluster they would live in one slot. That alone does not make the service run on a cluster: the scripts
+that change a job also touch global keys in the same call (the ``jobs:*`` indexes, the aggregation and
+delivery queues, the rate and quota counters, the audit stream; orchestrator.scripts lists each script's
+KEYS), and a cluster refuses such a script with CROSSSLOT. Today the service needs one Redis server (not a
+cluster); issue 14 (#11) makes Redis Cluster work.
 """
 
 from __future__ import annotations
