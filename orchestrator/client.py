@@ -13,13 +13,14 @@ import asyncio
 import base64
 import json
 import logging
-import random
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
+
+from orchestrator.backoff import Backoff, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -162,12 +163,12 @@ class OrchestratorClient:
         """The job's events as they happen, starting with a snapshot (or, with ``since``, the events
         after that version). Reconnects by itself and resumes from the last version seen, so no event is
         skipped or repeated; stops only when the caller stops iterating."""
-        backoff = 0.2
+        backoff = Backoff(0.2, self.max_backoff)
         while True:
             url = self._ws_url(f"/ws/jobs/{quote(job_id, safe='')}", since)
             try:
                 async with self.session.ws_connect(url, heartbeat=30, headers=self.auth) as ws:
-                    backoff = 0.2
+                    backoff.reset()
                     async for message in ws:
                         if message.type != aiohttp.WSMsgType.TEXT:
                             continue
@@ -188,8 +189,7 @@ class OrchestratorClient:
                 logger.info("Event stream of %s refused with %d; retrying", job_id, e.status)
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 logger.info("Event stream of %s lost (%s); reconnecting", job_id, e)
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, self.max_backoff)
+            await asyncio.sleep(backoff.next())
 
     async def wait_for_completion(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the documented API
         """Wait until the job is COMPLETED, FAILED or CANCELLED and return its status; TimeoutError after
@@ -218,7 +218,8 @@ class OrchestratorClient:
     async def _request(
         self, method: str, path: str, json_body: Any = None, data: bytes | None = None
     ) -> dict[str, Any]:
-        backoff = 0.2
+        # A Retry-After is honoured up to a minute, beyond the cap of our own waits.
+        backoff = Backoff(0.2, self.max_backoff, retry_after_cap=60.0)
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
@@ -233,24 +234,15 @@ class OrchestratorClient:
                     if resp.status < 400:
                         return body  # type: ignore[no-any-return]
                     if resp.status in _RETRY_STATUSES and not last:
-                        await asyncio.sleep(_retry_after(resp.headers.get("Retry-After"), backoff))
-                        backoff = min(backoff * 2, self.max_backoff)
+                        await asyncio.sleep(backoff.next(retry_after_seconds(resp.headers.get("Retry-After"))))
                         continue
                     raise _error(resp.status, body)
             except (aiohttp.ClientConnectionError, TimeoutError) as e:
                 if last:
                     raise
                 logger.info("%s %s failed (%s); retrying", method, path, e)
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self.max_backoff)
+                await asyncio.sleep(backoff.next())
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _retry_after(header: str | None, fallback: float) -> float:
-    try:
-        return min(float(header), 60.0) if header else fallback
-    except ValueError:
-        return fallback
 
 
 def _error(status: int, body: Any) -> OrchestratorError:

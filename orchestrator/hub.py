@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from orchestrator.aio import first, pause
+from orchestrator.backoff import Backoff
 from orchestrator.store import UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ class EventHub:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Listen while there are subscribers, until ``stop`` is set, reconnecting with backoff."""
-        backoff = 0.1
+        backoff = Backoff(0.1, self.max_backoff)
         while not stop.is_set():
             if not self._wanted.is_set():
                 await first(self._wanted.wait(), stop.wait())
@@ -215,20 +216,18 @@ class EventHub:
                 if self.session:
                     self.reconnects += 1
                 self._start_session()
-                backoff = 0.1
+                backoff.reset()
                 await self._listen(pubsub, stop)
             except (*UNAVAILABLE_ERRORS, RedisError, _Unresponsive) as e:
                 if self.connected.is_set():
                     logger.warning("Event listener lost Redis (%s: %s); reconnecting", e.__class__.__name__, e)
                 self.connected.clear()
-                await pause(stop, backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                await pause(stop, backoff.next())
             except Exception:
                 # Anything else (a message that is not UTF-8, say) must not end fan-out for good.
                 logger.exception("Event listener failed; restarting it")
                 self.connected.clear()
-                await pause(stop, backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                await pause(stop, backoff.next())
             finally:
                 self.connected.clear()
                 # The connection goes back to the pool: it must not report its reconnects to us any more.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import secrets
 import time
 from typing import Any
@@ -22,6 +21,7 @@ from urllib.parse import quote
 import aiohttp
 
 from orchestrator.aggregation.backends import AttemptContext, Failed, Outcome, Vector
+from orchestrator.backoff import Backoff
 from orchestrator.models import Attempt
 from orchestrator.outbound import BodyTooLarge, read_body
 
@@ -92,7 +92,7 @@ class SmpcBackend:
 
     async def _trigger(self, job: str, attempt: Attempt, body: dict[str, Any]) -> Failed | None:
         url = f"{self.base_url}/api/secure-aggregation/job-id/{job}"
-        delay = self.poll_interval
+        backoff = Backoff(self.poll_interval, self.max_poll_interval)
         while True:
             try:
                 async with self.session.post(url, json=body, timeout=self._timeout()) as resp:
@@ -112,21 +112,19 @@ class SmpcBackend:
                 logger.warning(
                     "Coordinator unreachable for job %s (%s); retrying", attempt.job_id, e or type(e).__name__
                 )
-            await asyncio.sleep(_jitter(delay))
-            delay = min(delay * 2, self.max_poll_interval)
+            await asyncio.sleep(backoff.next())
 
     async def _poll(self, job: str, context: AttemptContext) -> Outcome:
         """Wait for the result: pushed to our returnUrl (checked in Redis every poll interval) or, failing
         that, polled from the coordinator with backoff (only every max interval when callbacks are on)."""
         url = f"{self.base_url}/api/get-result/job-id/{job}"
-        delay = self.poll_interval
+        # With callbacks on, Redis is checked at a steady pace (and the coordinator every max interval).
+        pace = Backoff(self.poll_interval, self.max_poll_interval, factor=1.0 if self.callback_base else 1.5)
         next_poll = 0.0
         first = True
         while True:
             if not first:
-                await asyncio.sleep(min(_jitter(delay), max(context.deadline - time.time(), 0)))
-                if not self.callback_base:
-                    delay = min(delay * 1.5, self.max_poll_interval)
+                await asyncio.sleep(min(pace.next(), max(context.deadline - time.time(), 0)))
             first = False
             if self.callback_base:
                 pushed = await context.callback_result()
@@ -195,7 +193,3 @@ async def _message(resp: aiohttp.ClientResponse) -> str:
             if data.get(key):
                 return str(data[key])[:300]
     return str(data)[:300]
-
-
-def _jitter(delay: float) -> float:
-    return delay * (0.75 + random.random() / 2)

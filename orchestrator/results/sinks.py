@@ -14,6 +14,7 @@ import aiofiles
 import aiofiles.os
 import aiohttp
 
+from orchestrator.backoff import retry_after_seconds
 from orchestrator.outbound import read_body
 from orchestrator.results.formats import as_json, as_text, file_name, idempotency_key
 
@@ -87,7 +88,7 @@ async def send_api(
                 return Delivered({"httpStatus": resp.status})
             if resp.status in _RETRY_STATUSES:
                 return Retry(
-                    f"results API answered {resp.status}: {text}", _retry_after(resp.headers.get("Retry-After"))
+                    f"results API answered {resp.status}: {text}", retry_after_seconds(resp.headers.get("Retry-After"))
                 )
             return Rejected(f"results API refused the result ({resp.status}): {text}")
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
@@ -102,12 +103,3 @@ def _inside(root: Path, name: str) -> Path | None:
     """``root/name``, or None if that would not be directly inside ``root``."""
     path = Path(os.path.normpath(root / name))
     return path if path.parent == root else None
-
-
-def _retry_after(header: str | None) -> float | None:
-    if not header:
-        return None
-    try:
-        return max(0.0, min(float(header), 3600.0))
-    except ValueError:
-        return None

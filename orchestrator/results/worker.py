@@ -16,15 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
+from orchestrator.backoff import Backoff
 from orchestrator.errors import JobNotFound
-from orchestrator.models import JobStatus, iso_ms
+from orchestrator.models import Job, JobStatus, iso_ms
 from orchestrator.queueworkers import QueueWorkers
 from orchestrator.results.formats import payload, summary_lines
 from orchestrator.results.sinks import Delivered, Rejected, Retry, save_files, send_api
@@ -93,98 +93,101 @@ class DeliveryService(QueueWorkers):
         record = await self.store.delivery(job_id, destination)
         if record is None or record.get("state") != "pending":
             return  # delivered, dead-lettered, or the job expired
+        prepared = await self._prepare(job_id)
+        if prepared is None:
+            return
+        job, data, completed = prepared
+        attempts = int(record.get("attempts", 0))
+        backoff = Backoff(self.settings.delivery_backoff_seconds, self.settings.delivery_max_backoff_seconds)
+        while True:
+            attempts += 1
+            started = time.monotonic()
+            outcome = await self._send(destination, data, version, job, completed)
+            self.store.metrics.deliveries.labels(destination, type(outcome).__name__.lower()).inc()
+            if isinstance(outcome, Delivered):
+                await self._delivered(job_id, destination, attempts, outcome, time.monotonic() - started)
+                return
+            if isinstance(outcome, Rejected) or attempts >= self.settings.delivery_attempts:
+                await self._dead_letter(job_id, destination, attempts, outcome.reason)
+                return
+            assert isinstance(outcome, Retry)
+            if not await self._retry_later(job_id, destination, attempts, outcome, backoff):
+                return
+
+    async def _prepare(self, job_id: str) -> tuple[Job, dict[str, Any], datetime] | None:
+        """The completed job, its result's payload and completion time; None when there is nothing to send."""
         try:
             job = await self.store.get_job(job_id)
         except JobNotFound:
-            return
+            return None
         if job.status is not JobStatus.COMPLETED or not isinstance(job.final_result, dict):
-            return
+            return None
         completed = datetime.fromtimestamp((job.completed_at_ms or now_ms()) / 1000, tz=UTC)
         result = job.final_result
         clients = result.get("clientList") or [c.client_id for c in job.clients]
         data = payload(job_id, result.get("aggregatedResults") or [], clients, result.get("metadata"), completed)
-        attempts = int(record.get("attempts", 0))
-        delay = self.settings.delivery_backoff_seconds
-        while True:
-            attempts += 1
-            started = time.monotonic()
-            if destination == "api" and self.settings.results_api_url:
-                outcome = await send_api(
-                    self.session,
-                    self.settings.results_api_url,
-                    data,
-                    version=version,
-                    instance=job.instance_id,
-                    request_timeout=self.settings.delivery_timeout_seconds,
-                    headers=self.headers,
-                )
-            elif destination == "file":
-                outcome = await save_files(
-                    self.settings.results_save_path, data, self.settings.results_formats, completed
-                )
-            else:
-                outcome = Rejected(f"destination {destination!r} is not configured on this service")
-            self.store.metrics.deliveries.labels(destination, type(outcome).__name__.lower()).inc()
-            if isinstance(outcome, Delivered):
-                details = {
-                    "state": "delivered",
-                    "attempts": attempts,
-                    "deliveredAt": iso_ms(now_ms()),
-                    **outcome.detail,
-                }
-                await self.store.record_delivery(
-                    job_id, destination, details, event="delivery.succeeded", details=details
-                )
-                logger.info(
-                    "Delivered job %s to %s (attempt %d, %.0f ms)",
-                    job_id,
-                    destination,
-                    attempts,
-                    (time.monotonic() - started) * 1000,
-                )
-                return
-            final = isinstance(outcome, Rejected) or attempts >= self.settings.delivery_attempts
-            if final:
-                details = {"state": "failed", "attempts": attempts, "reason": outcome.reason, "deadLettered": True}
-                if not await self.store.record_delivery(
-                    job_id, destination, details, event="delivery.failed", details=details
-                ):
-                    _finished_elsewhere(job_id, destination)
-                    return
-                self.store.metrics.dead_letters.labels(destination).inc()
-                logger.error(
-                    "Delivery of job %s to %s failed for good after %d attempt(s): %s",
-                    job_id,
-                    destination,
-                    attempts,
-                    outcome.reason,
-                )
-                return
-            pending = {"state": "pending", "attempts": attempts, "lastError": outcome.reason}
-            if not await self.store.record_delivery(job_id, destination, pending):
-                _finished_elsewhere(job_id, destination)
-                return
-            assert isinstance(outcome, Retry)
-            wait = delay * (0.5 + random.random())
-            if outcome.retry_after is not None:
-                # Honoured, within our own cap: a receiver cannot park a worker for hours.
-                wait = min(outcome.retry_after, self.settings.delivery_max_backoff_seconds)
-            logger.warning(
-                "Delivery of job %s to %s failed (attempt %d): %s; retrying in %.1fs",
-                job_id,
-                destination,
-                attempts,
-                outcome.reason,
-                wait,
+        return job, data, completed
+
+    async def _send(
+        self, destination: str, data: dict[str, Any], version: int, job: Job, completed: datetime
+    ) -> Delivered | Rejected | Retry:
+        if destination == "api" and self.settings.results_api_url:
+            return await send_api(
+                self.session,
+                self.settings.results_api_url,
+                data,
+                version=version,
+                instance=job.instance_id,
+                request_timeout=self.settings.delivery_timeout_seconds,
+                headers=self.headers,
             )
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, self.settings.delivery_max_backoff_seconds)
-            # Another worker may have finished it while this one waited (it took the entry over after a
-            # stall of ours, or the retry endpoint queued it again): no further sends then.
-            record = await self.store.delivery(job_id, destination)
-            if record is None or record.get("state") != "pending":
-                _finished_elsewhere(job_id, destination)
-                return
+        if destination == "file":
+            return await save_files(self.settings.results_save_path, data, self.settings.results_formats, completed)
+        return Rejected(f"destination {destination!r} is not configured on this service")
+
+    async def _delivered(
+        self, job_id: str, destination: str, attempts: int, outcome: Delivered, seconds: float
+    ) -> None:
+        details = {"state": "delivered", "attempts": attempts, "deliveredAt": iso_ms(now_ms()), **outcome.detail}
+        await self.store.record_delivery(job_id, destination, details, event="delivery.succeeded", details=details)
+        logger.info("Delivered job %s to %s (attempt %d, %.0f ms)", job_id, destination, attempts, seconds * 1000)
+
+    async def _dead_letter(self, job_id: str, destination: str, attempts: int, reason: str) -> None:
+        details = {"state": "failed", "attempts": attempts, "reason": reason, "deadLettered": True}
+        if not await self.store.record_delivery(job_id, destination, details, event="delivery.failed", details=details):
+            _finished_elsewhere(job_id, destination)
+            return
+        self.store.metrics.dead_letters.labels(destination).inc()
+        logger.error(
+            "Delivery of job %s to %s failed for good after %d attempt(s): %s", job_id, destination, attempts, reason
+        )
+
+    async def _retry_later(
+        self, job_id: str, destination: str, attempts: int, outcome: Retry, backoff: Backoff
+    ) -> bool:
+        """Record the failed attempt and wait before the next; False when the delivery became final meanwhile."""
+        pending = {"state": "pending", "attempts": attempts, "lastError": outcome.reason}
+        if not await self.store.record_delivery(job_id, destination, pending):
+            _finished_elsewhere(job_id, destination)
+            return False
+        # A Retry-After is honoured, within our own cap: a receiver cannot park a worker for hours.
+        wait = backoff.next(outcome.retry_after)
+        logger.warning(
+            "Delivery of job %s to %s failed (attempt %d): %s; retrying in %.1fs",
+            job_id,
+            destination,
+            attempts,
+            outcome.reason,
+            wait,
+        )
+        await asyncio.sleep(wait)
+        # Another worker may have finished it while this one waited (it took the entry over after a stall
+        # of ours, or the retry endpoint queued it again): no further sends then.
+        record = await self.store.delivery(job_id, destination)
+        if record is None or record.get("state") != "pending":
+            _finished_elsewhere(job_id, destination)
+            return False
+        return True
 
 
 def _finished_elsewhere(job_id: str, destination: str) -> None:
