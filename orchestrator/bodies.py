@@ -1,6 +1,6 @@
 """Reading request bodies: the size and media-type limits, and bytes into the typed request (wire/). The
 decoding functions are pure functions of bytes and settings, so that a large body can be read in a worker
-process (offload.py). Every failure is an ApiError, which pickles whole."""
+process (offload.py). Every failure is a DomainError, which pickles whole."""
 
 from __future__ import annotations
 

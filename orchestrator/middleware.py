@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from orchestrator.errors import ApiError
+from orchestrator.errors import DomainError, http_headers, http_status
 from orchestrator.logconfig import log_access
 from orchestrator.security.guard import add_headers
 from orchestrator.store import StoreRefused, StoreUnavailable
@@ -40,9 +40,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         with redis_wait_scope():
             response = await handler(request)
-    except ApiError as e:
-        logger.warning("%s %s -> %d %s: %s", request.method, request.rel_url.raw_path, e.status, e.code, e.message)
-        response = web.json_response(e.body(), status=e.status, headers=e.headers)
+    except DomainError as e:
+        status = http_status(e)
+        logger.warning("%s %s -> %d %s: %s", request.method, request.rel_url.raw_path, status, e.code, e.message)
+        response = web.json_response(e.body(), status=status, headers=http_headers(e))
     except StoreRefused as e:
         # Logged once per episode by the store (orchestrator.refusals), not once per request.
         retry_after = request.app[SETTINGS].retry_after_seconds

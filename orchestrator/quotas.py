@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from orchestrator.aio import pause
-from orchestrator.errors import ApiError, ValidationError
+from orchestrator.errors import ApiError, DomainError, ValidationError
 from orchestrator.models import KeyRequest, UpdateRequest
 from orchestrator.settings import Settings
 
@@ -129,8 +129,8 @@ class MemoryGuard:
 
 
 def with_creation_quotas(
-    req: R, layout_error: ApiError | None, settings: Settings, memory: MemoryGuard
-) -> tuple[R, ApiError | None]:
+    req: R, layout_error: DomainError | None, settings: Settings, memory: MemoryGuard
+) -> tuple[R, DomainError | None]:
     """``req`` with the reason it may not create its job, and the error for it: the layout's own (overflow
     risk), a job larger than MAX_JOB_BYTES, or Redis (nearly) full. The scripts apply it only to a request
     that would create the job; ``job_too_large`` also refuses a schema sent later to a job that had none."""

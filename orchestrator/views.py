@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator import SERVICE_NAME, __version__
 from orchestrator.bodies import parse_update_body, read_body
-from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound, ValidationError
+from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, DomainError, JobNotFound, ValidationError
 from orchestrator.logconfig import info_fast
 from orchestrator.models import Actor, UpdateOutcome, UpdateRequest, UpdateResult
 from orchestrator.openapi import OPENAPI
@@ -123,8 +123,8 @@ async def update(request: web.Request) -> web.Response:
 
 
 def _refused(
-    result: UpdateResult, req: UpdateRequest, creation_error: ApiError | None, actor: Actor, settings: Settings
-) -> ApiError:
+    result: UpdateResult, req: UpdateRequest, creation_error: DomainError | None, actor: Actor, settings: Settings
+) -> DomainError:
     """The error for an update the UPDATE script did not record."""
     where = f"job {req.job_id}, client {req.client_id}"
     if result.outcome is UpdateOutcome.RATE_LIMITED:

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
-from orchestrator.errors import ApiError, Forbidden, Unauthorized
+from orchestrator.errors import ApiError, DomainError, Forbidden, Unauthorized, http_status
 from orchestrator.models import iso_ms
 from orchestrator.security.audit import log_entry
 from orchestrator.security.browsers import check_host, check_media_type, check_origin
@@ -126,8 +126,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         status = response.status
         return response
-    except ApiError as e:
-        status = e.status
+    except DomainError as e:
+        status = http_status(e)
         if write and not rate_checked and not request.get(AUDITED, False) and status != 429:
             # Refused before any limit was checked (no token, a forged one, a bad body): such requests
             # count against the caller's limits too, so a flood of them is cut off.
