@@ -24,6 +24,8 @@ setup(
         "cryptography>=43",
         "numpy>=1.26",
         "PyJWT[crypto]>=2.10",
+        # The typed model of the API (orchestrator/wire/): decoding, validation and the OpenAPI schemas.
+        "msgspec>=0.18",
     ],
     extras_require={
         "test": [
