@@ -96,26 +96,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     status = 500
     rate_checked = False
     try:
-        if write:
-            check_origin(request, settings.cors_allowed_origins, "CORS_ALLOWED_ORIGINS")
-        elif key in SOCKET_ROUTES:
-            check_origin(request, settings.ws_allowed_origins, "WS_ALLOWED_ORIGINS")
+        _check_origin(request, settings, key, write)
         if rule is not None and enabled:
             who = await identify(request)
-            if who.role not in rule:
-                raise Forbidden(
-                    f"Role {who.role} may not {request.method} {key[1] if key else request.path}",
-                    code="role_not_allowed",
-                    role=who.role,
-                )
-            if job_id := request.match_info.get("jobId"):
-                require_job(who, job_id)
-                if who.role == "client" and key in PARTICIPANT_READS:
-                    store: JobStore = request.app[STORE]
-                    if not await store.is_participant(job_id, who.sub):
-                        raise Forbidden(
-                            f"Client {who.sub} takes no part in job {job_id}", code="not_a_participant", jobId=job_id
-                        )
+            await _check_access(request, who, key, rule)
         request[PRINCIPAL] = who
         if write:
             assert key is not None
@@ -141,14 +125,49 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         if write:
-            stored = request.get(AUDITED, False)  # by the update's script
-            if not (stored and request.get(AUDIT_LOGGED, False)):
-                entry = audit_entry(request, who, status)
-                log_entry(entry)
-                # Stored: what an identified caller asked for. Refusals of unidentified callers are only
-                # logged, so that nobody can push the real entries out of the bounded stream.
-                if not stored and (who.authenticated or not enabled):
-                    await record(request, entry)
+            await _audit(request, who, status, enabled)
+
+
+def _check_origin(request: web.Request, settings: Settings, key: tuple[str, str] | None, write: bool) -> None:
+    """A write's Origin against CORS_ALLOWED_ORIGINS, a socket's against WS_ALLOWED_ORIGINS."""
+    if write:
+        check_origin(request, settings.cors_allowed_origins, "CORS_ALLOWED_ORIGINS")
+    elif key in SOCKET_ROUTES:
+        check_origin(request, settings.ws_allowed_origins, "WS_ALLOWED_ORIGINS")
+
+
+async def _check_access(
+    request: web.Request, who: Principal, key: tuple[str, str] | None, rule: frozenset[str]
+) -> None:
+    """Refuse a role the route's rule does not name, a job outside the token's patterns, and a client's
+    read of a job it takes no part in."""
+    if who.role not in rule:
+        raise Forbidden(
+            f"Role {who.role} may not {request.method} {key[1] if key else request.path}",
+            code="role_not_allowed",
+            role=who.role,
+        )
+    if job_id := request.match_info.get("jobId"):
+        require_job(who, job_id)
+        if who.role == "client" and key in PARTICIPANT_READS:
+            store: JobStore = request.app[STORE]
+            if not await store.is_participant(job_id, who.sub):
+                raise Forbidden(
+                    f"Client {who.sub} takes no part in job {job_id}", code="not_a_participant", jobId=job_id
+                )
+
+
+async def _audit(request: web.Request, who: Principal, status: int, enabled: bool) -> None:
+    """Log a write's audit entry, and store it unless the update's script did."""
+    stored = request.get(AUDITED, False)  # by the update's script
+    if stored and request.get(AUDIT_LOGGED, False):
+        return
+    entry = audit_entry(request, who, status)
+    log_entry(entry)
+    # Stored: what an identified caller asked for. Refusals of unidentified callers are only logged, so
+    # that nobody can push the real entries out of the bounded stream.
+    if not stored and (who.authenticated or not enabled):
+        await record(request, entry)
 
 
 async def identify(request: web.Request) -> Principal:
@@ -256,4 +275,3 @@ def add_headers(request: web.Request, response: web.StreamResponse) -> None:
     if origin and cors_allowed(origin, request.app[SETTINGS]):
         headers["Access-Control-Allow-Origin"] = origin
         headers["Vary"] = "Origin"
-
