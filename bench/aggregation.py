@@ -45,8 +45,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-async def run(args: argparse.Namespace) -> None:
-    triggers: Counter[str] = Counter()
+async def start_coordinator(triggers: Counter[str]) -> tuple[web.AppRunner, int]:
+    """A fake coordinator on loopback that queues every job and has its result at once; its port."""
 
     async def trigger(request: web.Request) -> web.Response:
         triggers[request.match_info["jobId"]] += 1
@@ -61,15 +61,15 @@ async def run(args: argparse.Namespace) -> None:
     coordinator.router.add_get("/api/get-result/job-id/{jobId}", result)
     runner = web.AppRunner(coordinator, access_log=None)
     await runner.setup()
-    coordinator_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", coordinator_port).start()
-
-    redis.Redis.from_url(args.redis_url).flushdb()
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+def server_env(redis_url: str, port: int, coordinator_port: int) -> dict[str, str]:
+    return {
         **os.environ,
-        "REDIS_URL": args.redis_url,
+        "REDIS_URL": redis_url,
         "KEY_PREFIX": "bench:agg:",
         # All the load comes from one IP and a few client ids: the write limits would refuse it.
         "RATE_LIMIT_CLIENT_WRITES": "0",
@@ -83,61 +83,92 @@ async def run(args: argparse.Namespace) -> None:
         # Delivery is measured apart; here, nothing to write.
         "ENABLE_FILESYSTEM_SAVING": "false",
     }
+
+
+async def wait_ready(session: aiohttp.ClientSession, base: str) -> None:
+    for _ in range(200):
+        try:
+            async with session.get(f"{base}/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+
+
+class Jobs:
+    """Sends the updates and notes when each job's `job.completed` arrives on /ws."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+        self.completed: dict[str, float] = {}
+        self.arrived = asyncio.Event()
+
+    async def follow(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            event = json.loads(message.data)
+            if event.get("type") == "job.completed":
+                self.completed[event["jobId"]] = time.perf_counter()
+                self.arrived.set()
+
+    async def update(self, job: str, client: str) -> float:
+        body = {"jobId": job, "clientId": client, "totalClients": 2, "schema": SCHEMA}
+        async with self.session.post(f"{self.base}/api/update", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+        return time.perf_counter()
+
+    async def latencies(self, count: int) -> list[float]:
+        """1. latency, one job at a time: ms from the last update's response to its job.completed."""
+        lags = []
+        for n in range(count):
+            job = f"lat-{n}"
+            await self.update(job, "a")
+            sent = await self.update(job, "b")
+            while job not in self.completed:
+                self.arrived.clear()
+                await asyncio.wait_for(self.arrived.wait(), 10)
+            lags.append((self.completed[job] - sent) * 1000)
+        return lags
+
+    async def many(self, count: int) -> tuple[list[str], float]:
+        """2. many at once: the jobs, and the seconds until all completed (or two minutes passed)."""
+        jobs = [f"many-{n}" for n in range(count)]
+        await asyncio.gather(*(self.update(job, "a") for job in jobs))
+        started = time.perf_counter()
+        await asyncio.gather(*(self.update(job, "b") for job in jobs))
+        deadline = time.monotonic() + 120
+        while not all(job in self.completed for job in jobs) and time.monotonic() < deadline:
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), 1)
+        return jobs, time.perf_counter() - started
+
+
+async def run(args: argparse.Namespace) -> None:
+    triggers: Counter[str] = Counter()
+    runner, coordinator_port = await start_coordinator(triggers)
+    redis.Redis.from_url(args.redis_url).flushdb()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "orchestrator", "serve", env=env, cwd=REPO, stderr=asyncio.subprocess.DEVNULL
+        sys.executable,
+        "-m",
+        "orchestrator",
+        "serve",
+        env=server_env(args.redis_url, port, coordinator_port),
+        cwd=REPO,
+        stderr=asyncio.subprocess.DEVNULL,
     )
-    completed: dict[str, float] = {}
-    arrived = asyncio.Event()
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
-            for _ in range(200):
-                try:
-                    async with session.get(f"{base}/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
+            await wait_ready(session, base)
             ws = await session.ws_connect(f"{base}/ws")
             await ws.receive()  # snapshot
-
-            async def follow() -> None:
-                async for message in ws:
-                    event = json.loads(message.data)
-                    if event.get("type") == "job.completed":
-                        completed[event["jobId"]] = time.perf_counter()
-                        arrived.set()
-
-            follower = asyncio.create_task(follow())
-
-            async def update(job: str, client: str) -> float:
-                body = {"jobId": job, "clientId": client, "totalClients": 2, "schema": SCHEMA}
-                async with session.post(f"{base}/api/update", json=body) as resp:
-                    assert resp.status == 200, await resp.text()
-                return time.perf_counter()
-
-            # 1. latency, one job at a time
-            lags = []
-            for n in range(args.jobs):
-                job = f"lat-{n}"
-                await update(job, "a")
-                sent = await update(job, "b")
-                while job not in completed:
-                    arrived.clear()
-                    await asyncio.wait_for(arrived.wait(), 10)
-                lags.append((completed[job] - sent) * 1000)
-
-            # 2. many at once
-            jobs = [f"many-{n}" for n in range(args.concurrent)]
-            await asyncio.gather(*(update(job, "a") for job in jobs))
-            started = time.perf_counter()
-            await asyncio.gather(*(update(job, "b") for job in jobs))
-            deadline = time.monotonic() + 120
-            while not all(job in completed for job in jobs) and time.monotonic() < deadline:
-                arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(arrived.wait(), 1)
-            elapsed = time.perf_counter() - started
+            measured = Jobs(session, base)
+            follower = asyncio.create_task(measured.follow(ws))
+            lags = await measured.latencies(args.jobs)
+            jobs, elapsed = await measured.many(args.concurrent)
             follower.cancel()
             await ws.close()
     finally:
@@ -145,7 +176,17 @@ async def run(args: argparse.Namespace) -> None:
         await server.wait()
         await runner.cleanup()
         redis.Redis.from_url(args.redis_url).flushdb()
+    report(args, lags, jobs, elapsed, measured.completed, triggers)
 
+
+def report(
+    args: argparse.Namespace,
+    lags: list[float],
+    jobs: list[str],
+    elapsed: float,
+    completed: dict[str, float],
+    triggers: Counter[str],
+) -> None:
     done = sum(1 for job in jobs if job in completed)
     many_triggers = sum(triggers[job] for job in jobs)
     print("\nAggregation with a coordinator that answers at once (server on one process, real Redis)")
