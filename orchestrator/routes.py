@@ -1,34 +1,25 @@
-"""URL table."""
+"""URL table: the routes of orchestrator.api_routes (which the OpenAPI document is generated from), and the
+dashboard's static files."""
 
 from __future__ import annotations
 
-from aiohttp import web
+import importlib
+from typing import cast
 
-from orchestrator import views, ws
-from orchestrator.securesum import views as securesum_views
-from orchestrator.security import views as security_views
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from orchestrator.api_routes import ROUTES
 from orchestrator.staticfiles import static_handler
 
 
+def handler(name: str) -> Handler:
+    """The handler a route names ("module:function" under orchestrator)."""
+    module, _, function = name.partition(":")
+    return cast(Handler, getattr(importlib.import_module(f"orchestrator.{module}"), function))
+
+
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/", views.index)
-    app.router.add_post("/api/update", views.update)
-    app.router.add_get("/api/job-status/{jobId}", views.job_status)
-    app.router.add_get("/api/jobs", views.list_jobs)
-    app.router.add_get("/api/jobs/{jobId}", views.get_job)
-    app.router.add_post("/api/jobs/{jobId}/cancel", views.cancel_job)
-    app.router.add_post("/api/jobs/{jobId}/keys", securesum_views.register_key)
-    app.router.add_get("/api/jobs/{jobId}/keys", securesum_views.get_keys)
-    app.router.add_post("/api/smpc/callback/{jobId}", views.smpc_callback)
-    app.router.add_post("/api/jobs/{jobId}/deliveries/retry", views.retry_deliveries)
-    app.router.add_get("/api/openapi.json", views.openapi)
-    app.router.add_get("/api/whoami", security_views.whoami)
-    app.router.add_post("/api/ws-ticket", security_views.ws_ticket)
-    app.router.add_get("/api/audit", security_views.audit_entries)
-    app.router.add_get("/healthz", views.healthz)
-    app.router.add_get("/readyz", views.readyz)
-    app.router.add_get("/metrics", views.metrics)
-    app.router.add_get("/ws", ws.all_socket)
-    app.router.add_get("/ws/jobs/{jobId}", ws.job_socket)
-    app.router.add_get("/dashboard", views.dashboard)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, handler(route.handler))
     app.router.add_get("/static/{filename:.+}", static_handler(), name="static")

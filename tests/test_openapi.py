@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from openapi_schema_validator import OAS30Validator
+from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
 from orchestrator.openapi import OPENAPI
@@ -18,7 +18,7 @@ def assert_matches(path: str, method: str, status: int, body: Any) -> None:
     assert str(status) in responses, f"{method.upper()} {path} -> {status} is not documented"
     schema = responses[str(status)]["content"]["application/json"]["schema"]
     resolver_doc = {**schema, "components": OPENAPI["components"]}
-    OAS30Validator(resolver_doc).validate(body)
+    OAS31Validator(resolver_doc).validate(body)
 
 
 def test_document_is_valid_openapi() -> None:
