@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,7 +344,7 @@ def report(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
     )
     print()
     print(f"Targets, orchestrator with production defaults (access log on), {args.connections} connections:")
-    verdicts = {}
+    verdicts: dict[str, Any] = {}
     for scenario in ("update", "status"):
         m = summary[f"{scenario}/orchestrator"]
         ok_ratio = m["ratio"] >= RATIO_TARGET
@@ -479,62 +480,14 @@ def _main(args: argparse.Namespace, logdir: Path) -> int:
             wait_healthy(s)
             print(f"started {s.name:<19} pid {s.proc.pid} on {s.url}", flush=True)
         by_name = {s.name: s for s in servers}
-        order = ORDER
         if args.warmup > 0:
-            for name in order:
-                run_wrk(
-                    by_name[name].url,
-                    UPDATE_LUA,
-                    duration=args.warmup,
-                    connections=args.connections,
-                    script_args=[f"w-{name}"],
-                )
-            time.sleep(0.5)  # requests in flight when wrk stopped
-            r.flushdb()
+            _warm_up(r, by_name, args)
         stamp = int(time.time())
-        for rnd in range(1, args.rounds + 1):
-            for name in rotated(order, rnd):
-                run = measure(
-                    r,
-                    by_name[name],
-                    "update",
-                    rnd,
-                    duration=args.duration,
-                    connections=args.connections,
-                    jobs=args.jobs,
-                    tag=f"{stamp}-{rnd}-{name}",
-                )
-                runs.append(run)
-                print(
-                    f"round {rnd} update {name:<19} {run.wrk.rps:>8.1f} req/s  p50 {run.wrk.p50_ms:6.2f} ms  "
-                    f"p99 {run.wrk.p99_ms:6.2f} ms  {' '.join(run.notes)}",
-                    flush=True,
-                )
-                if args.raw:
-                    print(run.wrk.raw)
+        runs += _rounds(r, by_name, "update", args, lambda rnd, name: f"{stamp}-{rnd}-{name}")
         for s in servers:
             seed_status_jobs(s.url, args.jobs)
         print(f"created jobs s-1..s-{args.jobs} on each server for the status runs", flush=True)
-        for rnd in range(1, args.rounds + 1):
-            for name in rotated(order, rnd):
-                run = measure(
-                    r,
-                    by_name[name],
-                    "status",
-                    rnd,
-                    duration=args.duration,
-                    connections=args.connections,
-                    jobs=args.jobs,
-                    tag="",
-                )
-                runs.append(run)
-                print(
-                    f"round {rnd} status {name:<19} {run.wrk.rps:>8.1f} req/s  p50 {run.wrk.p50_ms:6.2f} ms  "
-                    f"p99 {run.wrk.p99_ms:6.2f} ms  {' '.join(run.notes)}",
-                    flush=True,
-                )
-                if args.raw:
-                    print(run.wrk.raw)
+        runs += _rounds(r, by_name, "status", args, lambda rnd, name: "")
     finally:
         stop(servers)
         for s in servers:
@@ -546,26 +499,75 @@ def _main(args: argparse.Namespace, logdir: Path) -> int:
 
     result = report(runs, args)
     if args.json:
-        result["runs"] = [
-            {
-                "server": x.server,
-                "scenario": x.scenario,
-                "round": x.round,
-                **x.wrk.summary(),
-                "processed": x.processed,
-                "cpu_us_per_request": x.cpu_us_per_request,
-                "cpu_util": x.cpu_util,
-                "client_commands": x.client_commands(),
-            }
-            for x in runs
-        ]
-        result["machine"] = {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        }
-        args.json.write_text(json.dumps(result, indent=2))
+        _write_json(args.json, result, runs)
     return 0
+
+
+def _warm_up(r: redis.Redis, by_name: dict[str, Server], args: argparse.Namespace) -> None:
+    for name in ORDER:
+        run_wrk(
+            by_name[name].url,
+            UPDATE_LUA,
+            duration=args.warmup,
+            connections=args.connections,
+            script_args=[f"w-{name}"],
+        )
+    time.sleep(0.5)  # requests in flight when wrk stopped
+    r.flushdb()
+
+
+def _rounds(
+    r: redis.Redis,
+    by_name: dict[str, Server],
+    scenario: str,
+    args: argparse.Namespace,
+    tag: Callable[[int, str], str],
+) -> list[Run]:
+    """``args.rounds`` rounds of ``scenario`` over every server, in an order rotated each round."""
+    runs = []
+    for rnd in range(1, args.rounds + 1):
+        for name in rotated(ORDER, rnd):
+            run = measure(
+                r,
+                by_name[name],
+                scenario,
+                rnd,
+                duration=args.duration,
+                connections=args.connections,
+                jobs=args.jobs,
+                tag=tag(rnd, name),
+            )
+            runs.append(run)
+            print(
+                f"round {rnd} {scenario} {name:<19} {run.wrk.rps:>8.1f} req/s  p50 {run.wrk.p50_ms:6.2f} ms  "
+                f"p99 {run.wrk.p99_ms:6.2f} ms  {' '.join(run.notes)}",
+                flush=True,
+            )
+            if args.raw:
+                print(run.wrk.raw)
+    return runs
+
+
+def _write_json(path: Path, result: dict[str, Any], runs: list[Run]) -> None:
+    result["runs"] = [
+        {
+            "server": x.server,
+            "scenario": x.scenario,
+            "round": x.round,
+            **x.wrk.summary(),
+            "processed": x.processed,
+            "cpu_us_per_request": x.cpu_us_per_request,
+            "cpu_util": x.cpu_util,
+            "client_commands": x.client_commands(),
+        }
+        for x in runs
+    ]
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    path.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -104,45 +104,48 @@ async def _delivery_lags(client: Any, job: str, *, stalled: bool, updates: int =
     try:
         async with client.ws_connect(f"/ws/jobs/{job}") as healthy:
             assert (await receive(healthy))["type"] == "snapshot"
-            expected_sockets = 2 if stalled else 1
-            for _ in range(100):
-                if len(client.app[SOCKETS]) == expected_sockets:
-                    break
-                await asyncio.sleep(0.02)
-            assert len(client.app[SOCKETS]) == expected_sockets
-
-            async def read_healthy() -> None:
-                while len(received) < updates:
-                    message = await healthy.receive(timeout=10)
-                    assert message.type == WSMsgType.TEXT
-                    received[json.loads(message.data)["version"]] = time.monotonic()
-
-            reading = asyncio.create_task(read_healthy())
-
-            async def send(i: int) -> None:
-                body = {"jobId": job, "clientId": f"c{i}", "totalClients": 100000}
-                resp = await client.post("/api/update", json=body)
-                sent[(await resp.json())["version"]] = time.monotonic()
-
-            for start in range(0, updates, 25):
-                await asyncio.gather(*(send(i) for i in range(start, start + 25)))
+            assert await _sockets_settle(client, 2 if stalled else 1)
+            reading = asyncio.create_task(_read_events(healthy, received, updates))
+            await _send_updates(client, job, updates, sent)
             await asyncio.wait_for(reading, 30)
             assert sorted(received) == list(range(3, updates + 3))
             if stalled:
                 # The stalled socket has been dropped while the healthy one is still open.
-                for _ in range(100):
-                    if len(client.app[SOCKETS]) == 1:
-                        break
-                    await asyncio.sleep(0.05)
-                assert len(client.app[SOCKETS]) == 1
+                assert await _sockets_settle(client, 1, pause=0.05)
     finally:
         if writer is not None:
             writer.close()
-    for _ in range(100):
-        if len(client.app[SOCKETS]) == 0:
-            break
-        await asyncio.sleep(0.02)
+    await _sockets_settle(client, 0)
     return [received[v] - sent[v] for v in sent]
+
+
+async def _sockets_settle(client: Any, count: int, *, pause: float = 0.02) -> bool:
+    """Whether this process holds ``count`` sockets, within 100 pauses."""
+    for _ in range(100):
+        if len(client.app[SOCKETS]) == count:
+            return True
+        await asyncio.sleep(pause)
+    return len(client.app[SOCKETS]) == count
+
+
+async def _read_events(ws: Any, received: dict[int, float], updates: int) -> None:
+    """Note when each version arrives, until ``updates`` events did."""
+    while len(received) < updates:
+        message = await ws.receive(timeout=10)
+        assert message.type == WSMsgType.TEXT
+        received[json.loads(message.data)["version"]] = time.monotonic()
+
+
+async def _send_updates(client: Any, job: str, updates: int, sent: dict[int, float]) -> None:
+    """``updates`` updates from as many clients, 25 at a time; note when each version's response came."""
+
+    async def send(i: int) -> None:
+        body = {"jobId": job, "clientId": f"c{i}", "totalClients": 100000}
+        resp = await client.post("/api/update", json=body)
+        sent[(await resp.json())["version"]] = time.monotonic()
+
+    for start in range(0, updates, 25):
+        await asyncio.gather(*(send(i) for i in range(start, start + 25)))
 
 
 @pytest.mark.real_redis
