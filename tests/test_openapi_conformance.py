@@ -134,7 +134,7 @@ async def test_every_event_of_full_flows_conforms(
             client, "POST", "/api/update", "/api/update", json={"jobId": "x", "clientId": "a", "totalClients": 2}
         )
         await call(client, "POST", "/api/jobs/{jobId}/cancel", "/api/jobs/x/cancel")
-        schema = [{"name": "age", "dataType": "NUMERIC", "bounds": [0, 120]}]
+        schema: list[dict[str, Any]] = [{"name": "age", "dataType": "NUMERIC", "bounds": [0, 120]}]
         for client_id in ("a", "b"):
             key = encode_key(public_key_bytes(generate_private_key()))
             body = {"clientId": client_id, "totalClients": 2, "publicKey": key, "schema": schema}
@@ -150,7 +150,7 @@ async def test_every_event_of_full_flows_conforms(
     published = []
     while (message := await pubsub.get_message(timeout=0.2)) is not None:
         published.append(message["data"])
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()
     kinds = {msgspec.json.decode(raw, type=events.JobEvent, strict=True).__struct_config__.tag for raw in published}
     assert kinds >= {
         "job.created",
