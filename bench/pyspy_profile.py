@@ -130,7 +130,7 @@ def summarize(samples: list[tuple[Stack, int]], cpu_us_per_req: float, top: int)
         if n:
             print(f"{label:<44} {100 * n / total:>5.1f}% {cpu_us_per_req * n / total:>7.0f}")
     print("\nhottest lines (self):")
-    leaves = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()
     for stack, n in samples:
         leaves[stack[-1]] += n
     for frame, n in leaves.most_common(top):

@@ -235,7 +235,7 @@ class EventHub:
                     pubsub.connection.deregister_connect_callback(self._on_reconnect)
                 self._reconnected = False
                 with contextlib.suppress(*UNAVAILABLE_ERRORS, RedisError):
-                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)
 
     async def _confirmed(self, pubsub: aioredis.client.PubSub) -> None:
         """Wait for Redis to confirm the subscription: until then, publications may not reach us."""

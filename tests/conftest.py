@@ -50,7 +50,7 @@ def prefix() -> str:
 async def redis_client(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[aioredis.Redis]:
     """The same tests run on the embedded fakeredis and on the real Redis server."""
     if request.param == "fakeredis":
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+        client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
         yield client
         await client.aclose()
         return

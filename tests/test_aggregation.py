@@ -147,7 +147,7 @@ async def test_sweeper_fails_what_no_worker_holds(agg_client: Callable[..., Any]
 
 
 async def test_bad_deadline_and_backend_are_400(agg_client: Callable[..., Any], client: Client) -> None:
-    for body, code in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"deadline": "yesterday"}, "invalid_field"),
         ({"deadline": "2001-01-01T00:00:00Z"}, "invalid_field"),
         ({"deadline": -5}, "invalid_field"),
@@ -155,7 +155,8 @@ async def test_bad_deadline_and_backend_are_400(agg_client: Callable[..., Any], 
         ({"deadline": True}, "invalid_field"),
         ({"aggregation": "magic"}, "invalid_field"),
         ({"aggregation": "smpc"}, "backend_unavailable"),  # `client` has no coordinator configured
-    ]:
+    ]
+    for body, code in cases:
         resp = await client.post("/api/update", json={"jobId": "d", "clientId": "c", "totalClients": 2, **body})
         assert resp.status == 400, body
         assert (await resp.json())["error"]["code"] == code, body

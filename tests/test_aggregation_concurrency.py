@@ -108,7 +108,9 @@ async def test_worker_killed_after_triggering_another_finishes(
                 await asyncio.sleep(0.05)
             pending = await real_redis.xpending_range(keys.aggregation_queue, GROUP, min="-", max="+", count=10)
             assert len(pending) == 1
-            owner_pid = int(pending[0]["consumer"].split("-")[-2])
+            consumer = pending[0]["consumer"]
+            assert isinstance(consumer, str)
+            owner_pid = int(consumer.split("-")[-2])
             victim = next(i for i in instances if i.proc.pid == owner_pid)
             survivor = next(i for i in instances if i is not victim)
             os.kill(victim.proc.pid, signal.SIGKILL)

@@ -60,6 +60,7 @@ async def test_a_cross_site_form_cannot_cancel_a_job(client: Client, headers: di
 async def test_a_foreign_origin_cannot_write(make_client: Callable[..., Any]) -> None:
     client: Client = await make_client(cors_allowed_origins=("https://app.example",))
     await new_job(client)
+    assert client.port is not None
     for origin in (EVIL, "null", f"{EVIL}:{client.port}", f"https://{client.host}:{client.port + 1}"):
         # A body-less POST (a no-cors fetch) carries no Content-Type: the Origin is what gives it away.
         resp = await client.post("/api/jobs/j1/cancel", headers={"Origin": origin})

@@ -7,6 +7,7 @@ import json
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -54,7 +55,7 @@ async def test_fifty_clients_three_times_each_on_two_instances(
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def send(client_id: str, base: str) -> tuple[int, dict[str, object]]:
+        async def send(client_id: str, base: str) -> tuple[int, dict[str, Any]]:
             body = {"jobId": "hammer", "clientId": client_id, "totalClients": 50, "schema": schema}
             async with session.post(f"{base}/api/update", json=body) as resp:
                 return resp.status, await resp.json()

@@ -13,12 +13,13 @@ from orchestrator.aggregation.decoding import DecodingError
 from orchestrator.wire.features import stored_features
 from tests.support import DETAILED_SCHEMA, SHORT_SCHEMA
 
-# Three clients' sums: age (7 fields), isActive (2 fields), department (1 field).
+
 def decode(schema: list[dict[str, Any]], output: Any, *, clients: int) -> list[dict[str, Any]]:
     # As the worker reads a stored schema: typed, without the rules a schema is checked by when it arrives.
     return decoding.decode(stored_features(json.dumps(schema)), output, clients=clients)
 
 
+# Three clients' sums: age (7 fields), isActive (2 fields), department (1 field).
 OUTPUT = [1000, 54, 240, 135.6, 90, 135, 180, 1000, 750, 900]
 
 
@@ -56,7 +57,7 @@ def test_numeric_strings_and_short_schema() -> None:
 
 
 def test_three_field_nominal_and_categories() -> None:
-    schema = [
+    schema: list[dict[str, Any]] = [
         {
             "featureName": "dept",
             "dataType": "NOMINAL",
@@ -107,7 +108,7 @@ def test_malformed_outputs_fail_cleanly(output: list[Any], message: str) -> None
 
 def test_not_a_list() -> None:
     with pytest.raises(DecodingError, match="not a list"):
-        decode(DETAILED_SCHEMA, {"a": 1}, clients=3)  # type: ignore[arg-type]
+        decode(DETAILED_SCHEMA, {"a": 1}, clients=3)
 
 
 def test_declared_categories_decode_in_the_order_their_fields_name_them() -> None:

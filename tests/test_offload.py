@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from orchestrator.app import create_app
 from orchestrator.bodies import parse_update_body
-from orchestrator.errors import ApiError, JobNotFound, ValidationError
+from orchestrator.errors import ApiError, JobNotFound, ValidationError, http_headers, http_status
 from orchestrator.offload import Offloader, WorkerLost
 from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
 from orchestrator.settings import Settings
@@ -148,11 +148,11 @@ def test_api_errors_pickle_whole() -> None:
         JobNotFound("j1"),
     ):
         copy = pickle.loads(pickle.dumps(error))
-        assert (type(copy), copy.status, copy.body(), copy.headers) == (
+        assert (type(copy), http_status(copy), copy.body(), http_headers(copy)) == (
             type(error),
-            error.status,
+            http_status(error),
             error.body(),
-            error.headers,
+            http_headers(error),
         )
 
 

@@ -279,7 +279,7 @@ async def test_busy_script_refuses_reads_too(
     try:
         await admin.config_set("busy-reply-threshold", 50)
         spin = "local t = redis.call('TIME')[1] while redis.call('TIME')[1] - t < 2 do end return 1"
-        busy = asyncio.create_task(blocker.eval(spin, 0))
+        busy = asyncio.ensure_future(blocker.eval(spin, 0))
         await asyncio.sleep(0.3)
         caplog.clear()
         for _ in range(3):

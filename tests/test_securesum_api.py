@@ -19,7 +19,7 @@ from orchestrator.securesum.store import VectorStore
 from orchestrator.typedefs import STORE, VECTORS
 
 Client = TestClient[Any, Any]
-SCHEMA = [
+SCHEMA: list[dict[str, Any]] = [
     {"name": "age", "dataType": "NUMERIC", "bounds": [0, 120], "scale": 1},
     {"name": "smoker", "dataType": "BOOLEAN"},
     {"name": "blood", "dataType": "NOMINAL", "categories": ["A", "B", "O"]},
@@ -283,7 +283,11 @@ async def test_what_the_service_stores_is_not_the_clients_vector(make_client: Ca
     client = await make_client(aggregation_workers=1)
     private = await complete_key_round(client, "s6", 3)
     instance = await instance_of(client, "s6")
-    rows = {"c0": [{"age": 30, "smoker": True, "blood": "A"}], "c1": [{"age": 50}], "c2": [{"blood": "O"}]}
+    rows: dict[str, list[dict[str, Any]]] = {
+        "c0": [{"age": 30, "smoker": True, "blood": "A"}],
+        "c1": [{"age": 50}],
+        "c2": [{"blood": "O"}],
+    }
     for client_id in ("c0", "c1", "c2"):
         masked = masked_for("s6", instance, client_id, private, rows[client_id])
         stored_before = await client.app[VECTORS].stored_vector("s6", client_id)
@@ -316,7 +320,7 @@ async def test_a_rerun_of_a_job_id_with_the_same_keys_repeats_no_mask(make_clien
     service nothing), and the sums still differ by exactly the one client's change."""
     client = await make_client(aggregation_workers=0)
     private = {f"c{i}": generate_private_key() for i in range(3)}
-    rows = {
+    rows: dict[str, list[dict[str, Any]]] = {
         "c0": [{"age": 30, "smoker": True, "blood": "A"}],
         "c1": [{"age": 50.5}],
         "c2": [{"blood": "O", "smoker": False}],
@@ -361,7 +365,7 @@ async def test_a_rerun_of_a_job_id_with_the_same_keys_repeats_no_mask(make_clien
 async def test_client_library_refuses_overflow_and_bad_rows_before_sending(make_client: Callable[..., Any]) -> None:
     client = await make_client()
     url = str(client.make_url("")).rstrip("/")
-    wide = [{"name": "x", "dataType": "NUMERIC", "bounds": [-1e7, 1e7], "scale": 2}]
+    wide: list[dict[str, Any]] = [{"name": "x", "dataType": "NUMERIC", "bounds": [-1e7, 1e7], "scale": 2}]
     async with OrchestratorClient(url) as orchestrator:
         with pytest.raises(OverflowRisk, match="rows per client fit"):
             await submit_statistics(orchestrator, "s8", "a", 10, wide, [{"x": 1}])

@@ -30,7 +30,7 @@ from orchestrator.securesum.masking import (
     public_key_bytes,
 )
 
-SCHEMA = [
+SCHEMA: list[dict[str, Any]] = [
     {"name": "age", "dataType": "NUMERIC", "bounds": [0, 120], "scale": 1},
     {"name": "smoker", "dataType": "BOOLEAN"},
     {"name": "blood", "dataType": "NOMINAL", "categories": ["A", "B", "O"]},
@@ -60,7 +60,7 @@ def test_layout_of_each_type() -> None:
 
 def test_encode_counts_nulls_booleans_categories_and_fixed_point() -> None:
     layout = VectorLayout.from_schema(SCHEMA)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"age": 30.25, "smoker": True, "blood": "A"},
         {"age": "40.1", "smoker": "no", "blood": "O"},
         {"age": None, "smoker": None, "blood": ""},
@@ -135,7 +135,7 @@ def test_masks_cancel_and_hide_each_vector() -> None:
     layout = VectorLayout.from_schema(SCHEMA)
     vectors = {f"c{i}": layout.encode([{"age": 20 + i, "smoker": i % 2 == 0, "blood": "B"}]) for i in range(4)}
     total = secure_sum("job-1", vectors)
-    assert total.tolist() == sum(v for v in vectors.values()).tolist()
+    assert total.tolist() == np.sum(list(vectors.values()), axis=0).tolist()
 
 
 def test_pair_seeds_agree_and_are_bound_to_the_job_instance_and_pair() -> None:
@@ -258,7 +258,9 @@ def plaintext(schema: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[
             rounded = any(isinstance(v, float) and Fraction(v) * 10 ** feature["scale"] % 1 for v in values)
             n = len(exact)
             mean = sum(exact, Fraction(0)) / n if n else None
-            variance = sum(((x - mean) ** 2 for x in exact), Fraction(0)) / (n - 1) if n > 1 else None
+            variance = None
+            if mean is not None and n > 1:
+                variance = sum(((x - mean) ** 2 for x in exact), Fraction(0)) / (n - 1)
             expected.append(
                 {"count": n, "sum": sum(exact, Fraction(0)), "mean": mean, "variance": variance, "rounded": rounded}
             )

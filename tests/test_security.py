@@ -167,7 +167,7 @@ def rsa_pem() -> tuple[Any, str]:
     [
         (lambda: issue_token("another-secret-of-at-least-32-bytes!!", "c1", "client", 600), "bad signature"),
         (
-            lambda: jwt.encode({"sub": "c1", "role": "admin", "exp": time.time() + 600}, None, algorithm="none"),
+            lambda: jwt.encode({"sub": "c1", "role": "admin", "exp": time.time() + 600}, "", algorithm="none"),
             "'none'",
         ),
         (lambda: token("admin", ttl=600)[:-4] + "AAAA", "signature"),

@@ -244,9 +244,9 @@ async def test_an_unmasked_websocket_frame_closes_the_connection_with_1002(start
                 pass
         writer.write(ws_frame(0x1, b"ping", masked=False))
         async with asyncio.timeout(3):
-            while (frame := await read_ws_frame(reader))[0] != 0x8:
+            while (received := await read_ws_frame(reader))[0] != 0x8:
                 pass
-        assert frame[1][:2] == (1002).to_bytes(2, "big")
+        assert received[1][:2] == (1002).to_bytes(2, "big")
         assert await read_all(reader, 3) == b""
     finally:
         writer.close()
