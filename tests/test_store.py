@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -78,7 +79,7 @@ async def test_events_are_stored_bounded_and_published(store: JobStore, redis_cl
         "doneCount": 1,
         "totalClients": 4,
     }
-    published = []
+    published: list[dict[str, Any]] = []
     while len(published) < 6:
         message = await pubsub.get_message(timeout=2)
         assert message is not None, published
@@ -95,6 +96,7 @@ async def test_trigger_queues_exactly_one_handoff(store: JobStore, redis_client:
     await store.record_update(req("q", "b"))
     await store.record_update(req("q", "b"))
     entries = await redis_client.xrange(store.keys.aggregation_queue)
+    assert entries is not None
     assert [fields for _, fields in entries] == [{"jobId": "q", "version": "4"}]
 
 
