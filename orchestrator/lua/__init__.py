@@ -58,22 +58,55 @@ class Param:
         return cls(name, kind, doc)
 
 
-def _params(declared: Mapping[str, str], where: str) -> tuple[Param, ...]:
-    params = tuple(Param.parse(name, doc) for name, doc in declared.items())
-    kinds = [p.kind for p in params]
-    if "rest" in kinds and kinds.index("rest") != len(kinds) - 1:
-        raise ValueError(f"{where}: only the last argument may take the rest")
-    if "optional" in kinds and any(k == "one" for k in kinds[kinds.index("optional") :]):
-        raise ValueError(f"{where}: optional arguments come last")
-    return params
+@dataclass(frozen=True)
+class Positions:
+    """The declared names of a script's KEYS or ARGV, in order, and how a call's mapping becomes the list."""
 
+    where: str
+    params: tuple[Param, ...]
+    names: frozenset[str]
+    fixed: tuple[str, ...]  # the leading plain names (the fast path of flatten)
+    tail: tuple[Param, ...]
 
-def _prelude(table: str, source: str, params: tuple[Param, ...]) -> str:
-    members = []
-    for position, p in enumerate(params, start=1):
-        value = f"{{unpack({source}, {position})}}" if p.kind == "rest" else f"{source}[{position}]"
-        members.append(f"{p.name} = {value}")
-    return f"local {table} = {{{', '.join(members)}}}\n"
+    @classmethod
+    def declare(cls, declared: Mapping[str, str], where: str) -> Positions:
+        params = tuple(Param.parse(name, doc) for name, doc in declared.items())
+        kinds = [p.kind for p in params]
+        if "rest" in kinds and kinds.index("rest") != len(kinds) - 1:
+            raise ValueError(f"{where}: only the last argument may take the rest")
+        if "optional" in kinds and any(k == "one" for k in kinds[kinds.index("optional") :]):
+            raise ValueError(f"{where}: optional arguments come last")
+        plain = (
+            kinds.index("optional") if "optional" in kinds else kinds.index("rest") if "rest" in kinds else len(kinds)
+        )
+        names = frozenset(p.name for p in params)
+        return cls(where, params, names, tuple(p.name for p in params[:plain]), params[plain:])
+
+    def flatten(self, given: Mapping[str, Any]) -> list[Any]:
+        if given.keys() != self.names:
+            missing, unknown = sorted(self.names - given.keys()), sorted(given.keys() - self.names)
+            raise ScriptArgumentError(f"{self.where}: missing {missing or 'nothing'}, unknown {unknown or 'nothing'}")
+        values = [given[name] for name in self.fixed]
+        left_out = ""
+        for p in self.tail:
+            value = given[p.name]
+            if p.kind == "rest":
+                values.extend(value)
+            elif value is None:
+                left_out = left_out or p.name
+            elif left_out:
+                raise ScriptArgumentError(f"{self.where}: {p.name} given after {left_out} was left out")
+            else:
+                values.append(value)
+        return values
+
+    def prelude(self, table: str, source: str) -> str:
+        """``local K = {job = KEYS[1], ...}``: each name bound to its position (a rest: a table of them)."""
+        members = []
+        for position, p in enumerate(self.params, start=1):
+            value = f"{{unpack({source}, {position})}}" if p.kind == "rest" else f"{source}[{position}]"
+            members.append(f"{p.name} = {value}")
+        return f"local {table} = {{{', '.join(members)}}}\n"
 
 
 def lua_literal(value: Value) -> str:
@@ -83,27 +116,6 @@ def lua_literal(value: Value) -> str:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"a script constant is an integer or a string, not {value!r}")
     return str(value)
-
-
-def _flatten(params: tuple[Param, ...], names: frozenset[str], given: Mapping[str, Any], where: str) -> list[Any]:
-    if given.keys() != names:
-        missing, unknown = sorted(names - given.keys()), sorted(given.keys() - names)
-        raise ScriptArgumentError(f"{where}: missing {missing or 'nothing'}, unknown {unknown or 'nothing'}")
-    values: list[Any] = []
-    left_out = ""
-    for p in params:
-        value = given[p.name]
-        if p.kind == "one":
-            values.append(value)
-        elif p.kind == "rest":
-            values.extend(value)
-        elif value is None:
-            left_out = left_out or p.name
-        elif left_out:
-            raise ScriptArgumentError(f"{where}: {p.name} given after {left_out} was left out")
-        else:
-            values.append(value)
-    return values
 
 
 @dataclass(frozen=True)
@@ -118,19 +130,22 @@ class Script:
     returns: str
     uses: tuple[str, ...] = ()
     config: Mapping[str, str] = field(default_factory=dict)
-    key_params: tuple[Param, ...] = field(init=False, repr=False)
-    arg_params: tuple[Param, ...] = field(init=False, repr=False)
-    _key_names: frozenset[str] = field(init=False, repr=False)
-    _arg_names: frozenset[str] = field(init=False, repr=False)
+    key_positions: Positions = field(init=False, repr=False)
+    arg_positions: Positions = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        keys, argv = _params(self.keys, f"{self.name} KEYS"), _params(self.argv, f"{self.name} ARGV")
-        object.__setattr__(self, "key_params", keys)
-        object.__setattr__(self, "arg_params", argv)
-        object.__setattr__(self, "_key_names", frozenset(p.name for p in keys))
-        object.__setattr__(self, "_arg_names", frozenset(p.name for p in argv))
+        object.__setattr__(self, "key_positions", Positions.declare(self.keys, f"{self.name} KEYS"))
+        object.__setattr__(self, "arg_positions", Positions.declare(self.argv, f"{self.name} ARGV"))
         if not all(_NAME.match(name) for name in self.config):
             raise ValueError(f"{self.name}: a constant's name must be a Lua identifier in snake case")
+
+    @property
+    def key_params(self) -> tuple[Param, ...]:
+        return self.key_positions.params
+
+    @property
+    def arg_params(self) -> tuple[Param, ...]:
+        return self.arg_positions.params
 
     @property
     def file(self) -> str:
@@ -150,7 +165,7 @@ class Script:
         if constants:
             members = ", ".join(f"{name} = {lua_literal(constants[name])}" for name in self.config)
             text = f"local CONFIG = {{{members}}}\n"
-        return text + _prelude("K", "KEYS", self.key_params) + _prelude("A", "ARGV", self.arg_params)
+        return text + self.key_positions.prelude("K", "KEYS") + self.arg_positions.prelude("A", "ARGV")
 
     def source(self, config: Mapping[str, Value] | None = None) -> str:
         """What is sent to Redis (SCRIPT LOAD, EVALSHA)."""
@@ -158,10 +173,7 @@ class Script:
 
     def build(self, keys: Mapping[str, Any], args: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
         """The KEYS and ARGV of a call, in the declared order."""
-        return (
-            _flatten(self.key_params, self._key_names, keys, f"{self.name} KEYS"),
-            _flatten(self.arg_params, self._arg_names, args, f"{self.name} ARGV"),
-        )
+        return self.key_positions.flatten(keys), self.arg_positions.flatten(args)
 
     def register(self, redis: aioredis.Redis, config: Mapping[str, Value] | None = None) -> LoadedScript:
         """The script bound to a client (EVALSHA, loading it on NOSCRIPT), with ``config`` built in."""
