@@ -1,32 +1,30 @@
 """The log format and handlers: `timestamp LEVEL [component] [computations-orchestrator] message`.
 
 Logging sits on every request's path (an access line, and a line per client update), so it is kept
-cheap: each record is formatted once, by a formatter that builds the timestamp once per second, and
-buffered; the buffer is written to stderr and the rotated log file when it fills, at once for a warning
-or worse, and otherwise a few times a second by a small flusher thread. A thread that formatted the
-records instead would fight the event loop for the GIL on every record.
+cheap: each record is formatted once, on the thread that logs it, by a formatter that builds the
+timestamp once per second, and handed to a stdlib QueueHandler. A QueueListener thread writes the lines
+to stderr and the rotated log file in batches: at once for a warning or worse, otherwise within a fifth
+of a second. No file or stderr write ever runs on the event loop's thread. (Formatting in the listener
+instead would make it fight the event loop for the GIL on every record.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import sys
 import threading
 import time
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from orchestrator import SERVICE_NAME
 
 LOG_FILE = "computations-orchestrator.log"
 FORMAT = f"%(asctime)s %(levelname)s [%(component)s] [{SERVICE_NAME}] %(message)s"
-
-# Documented logging optimisations: no caller frame lookup, thread or process names per record.
-logging._srcfile = None
-logging.logThreads = False
-logging.logProcesses = False
-logging.logMultiprocessing = False
 
 
 class LineFormatter(logging.Formatter):
@@ -66,12 +64,29 @@ class RotatingFile:
         self.stream: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.size = self.stream.tell()
 
-    def write(self, text: str) -> None:
-        size = len(text.encode("utf-8", "replace"))
-        if self.max_bytes and self.size and self.size + size > self.max_bytes:
-            self.rotate()
-        self.stream.write(text)
-        self.stream.flush()
+    def write_lines(self, lines: list[str]) -> None:
+        """Append ``lines``, rotating first wherever the next line would take the file past max_bytes."""
+        text = "\n".join(lines) + "\n"
+        total = len(text.encode("utf-8", "replace"))
+        if not self.max_bytes or self.size + total <= self.max_bytes:
+            self.stream.write(text)  # the usual case: the whole batch fits
+            self.stream.flush()
+            self.size += total
+            return
+        start = size = 0
+        for i, line in enumerate(lines):
+            length = len(line.encode("utf-8", "replace")) + 1
+            if self.max_bytes and self.size + size and self.size + size + length > self.max_bytes:
+                self._append(lines[start:i], size)
+                self.rotate()
+                start, size = i, 0
+            size += length
+        self._append(lines[start:], size)
+
+    def _append(self, lines: list[str], size: int) -> None:
+        if lines:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
         self.size += size
 
     def rotate(self) -> None:
@@ -91,91 +106,108 @@ class RotatingFile:
         self.stream.close()
 
 
-class BufferedSink(logging.Handler):
-    """Formats each record once into a buffer written to stderr and the log file in batches."""
+class LineQueueHandler(QueueHandler):
+    """Formats each record once (LineFormatter), on the caller's thread, and queues its line alone: a
+    string, which the garbage collector does not walk, where a queue of records would hold thousands of
+    objects for it to walk until the listener's next round."""
 
-    def __init__(
-        self, stderr: TextIO, file: RotatingFile | None, *, interval: float = 0.2, max_lines: int = 500
-    ) -> None:
-        super().__init__()
+    def __init__(self, lines: queue.SimpleQueue[str], wake: threading.Event) -> None:
+        super().__init__(lines)
         self.setFormatter(LineFormatter())
-        self.stderr = stderr
-        self.file = file
-        self.max_lines = max_lines
-        self.lines: list[str] = []
-        self._write_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._flusher = threading.Thread(
-            target=self._flush_periodically, args=(interval,), name="log-flush", daemon=True
-        )
-        self._flusher.start()
+        self.wake = wake
+
+    def prepare(self, record: logging.LogRecord) -> str:
+        return self.format(record)
 
     def handle(self, record: logging.LogRecord) -> bool:
-        # Not Handler.handle: it would hold the lock across emit(), and writing here must not.
-        if not self.filter(record):
+        # Not Handler.handle: the queue is thread-safe, so emit() needs no lock of the handler's.
+        if self.filters and not self.filter(record):
             return False
         self.emit(record)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record)
-        except Exception:
-            self.handleError(record)
-            return
-        with self.lock:  # type: ignore[union-attr]
-            self.lines.append(line)
-            full = len(self.lines) >= self.max_lines
-        if full or record.levelno >= logging.ERROR:
-            self._write()
+        super().emit(record)
+        if record.levelno >= logging.WARNING:
+            self.wake.set()  # written at once; other lines wait for the listener's next round
 
-    def append(self, line: str) -> None:
-        """Buffer an already formatted line (the access log's fast path)."""
-        with self.lock:  # type: ignore[union-attr]
-            self.lines.append(line)
-            full = len(self.lines) >= self.max_lines
-        if full:
-            self._write()
 
-    def flush(self) -> None:
-        self._write()
+class LineWriter:
+    """On the listener's thread: writes the queued lines to stderr and the log file, in batches."""
 
-    def _write(self) -> None:
-        # Batches are written one at a time, in order, outside the lock the loop appends under: a
-        # slow stderr stalls the flusher thread, not the requests that log.
-        with self._write_lock:
-            with self.lock:  # type: ignore[union-attr]
-                if not self.lines:
-                    return
-                lines, self.lines = self.lines, []
-            self._write_text("\n".join(lines) + "\n")
+    def __init__(self, stderr: TextIO, file: RotatingFile | None, *, max_lines: int = 500) -> None:
+        self.stderr = stderr
+        self.file = file
+        self.max_lines = max_lines
+        self.lines: list[str] = []
 
-    def _write_text(self, text: str) -> None:
-        for sink in (self.stderr, self.file):
-            if sink is None:
-                continue
-            try:
-                sink.write(text)
-                if sink is self.stderr:
-                    self.stderr.flush()
-            except (OSError, ValueError):
-                pass  # nowhere left to report it
-
-    def _flush_periodically(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+        if len(self.lines) >= self.max_lines:
             self.flush()
 
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        lines, self.lines = self.lines, []
+        with contextlib.suppress(OSError, ValueError):  # nowhere left to report it
+            self.stderr.write("\n".join(lines) + "\n")
+            self.stderr.flush()
+        if self.file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.file.write_lines(lines)
+
     def close(self) -> None:
-        self._stop.set()
-        self._flusher.join(timeout=5)
         self.flush()
         if self.file is not None:
             self.file.close()
-        super().close()
 
 
-_sink: BufferedSink | None = None
+class LineListener(QueueListener):
+    """A QueueListener that takes what was queued every ``interval`` seconds, or at once when woken (a
+    warning or worse), and has its LineWriter write it in one go. Waking on every line instead would
+    switch threads, and take the GIL from the event loop, once per line."""
+
+    def __init__(
+        self, lines: queue.SimpleQueue[str], writer: LineWriter, wake: threading.Event, *, interval: float = 0.2
+    ) -> None:
+        super().__init__(lines)
+        self.lines = lines
+        self.writer = writer
+        self.wake = wake
+        self.interval = interval
+
+    def dequeue(self, block: bool) -> Any:
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                self.writer.flush()
+                self.wake.wait(self.interval)
+                self.wake.clear()  # whatever was queued before a wake-up is taken next
+                continue
+            if line is None:  # QueueListener's sentinel: stop() was called
+                self.writer.flush()  # the last lines, on this thread too
+            return line
+
+    def handle(self, record: Any) -> None:
+        self.writer.add(record)  # a line (LineQueueHandler.prepare)
+
+    def enqueue_sentinel(self) -> None:
+        super().enqueue_sentinel()
+        self.wake.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self.writer.close()
+
+
+_listener: LineListener | None = None
+_saved_flags: dict[str, Any] = {}
 _access_logger = logging.getLogger("orchestrator.access")
+# Per-record work the format does not use: the caller's frame, thread and process names. Switched off
+# while our handler is installed (configure_logging), put back by shutdown_logging; never at import.
+_FLAGS = {"_srcfile": None, "logThreads": False, "logProcesses": False, "logMultiprocessing": False}
 
 
 def log_access(method: str, path: str, status: int, seconds: float) -> None:
@@ -185,21 +217,16 @@ def log_access(method: str, path: str, status: int, seconds: float) -> None:
 
 
 def info_fast(logger: logging.Logger, message: str) -> None:
-    """``logger.info(message)`` for the lines logged on every request: with our sink installed it
-    skips LogRecord creation and the handler chain, the same text for a tenth of the cost."""
-    sink = _sink
-    if sink is None or not logger.isEnabledFor(logging.INFO):
-        logger.info("%s", message)
-        return
-    formatter = sink.formatter
-    assert isinstance(formatter, LineFormatter)
-    sink.append(formatter.line(time.time(), "INFO", logger.name.rsplit(".", 1)[-1], message))
+    """``logger.info(message)`` for the lines logged on every request: the record is made directly (no
+    caller lookup, no %-formatting) and goes through the logger's handlers like any other."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, (), None))
 
 
 def configure_logging(log_dir: str, level: str, *, max_bytes: int, backups: int) -> Path | None:
     """Log to stderr and to a rotated file in ``log_dir``; returns the file's path, or None if it
     could not be opened (the service then logs to stderr only and says why)."""
-    global _sink
+    global _listener
     shutdown_logging()
     path: Path | None = Path(log_dir) / LOG_FILE
     problem = None
@@ -210,7 +237,14 @@ def configure_logging(log_dir: str, level: str, *, max_bytes: int, backups: int)
         file = RotatingFile(path, max_bytes, backups)
     except OSError as e:
         problem, path = e, None
-    handler = _sink = BufferedSink(sys.stderr, file)
+    for name, value in _FLAGS.items():
+        _saved_flags[name] = getattr(logging, name)
+        setattr(logging, name, value)
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    wake = threading.Event()
+    _listener = LineListener(lines, LineWriter(sys.stderr, file), wake)
+    _listener.start()
+    handler = LineQueueHandler(lines, wake)
     handler._orchestrator = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     root.addHandler(handler)
@@ -226,10 +260,15 @@ def configure_logging(log_dir: str, level: str, *, max_bytes: int, backups: int)
 
 def shutdown_logging() -> None:
     """Remove our handler, writing out what it still holds."""
-    global _sink
-    _sink = None
+    global _listener
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_orchestrator", False):
             root.removeHandler(handler)
             handler.close()
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+    for name, value in _saved_flags.items():
+        setattr(logging, name, value)
+    _saved_flags.clear()
