@@ -21,5 +21,8 @@ def handler(name: str) -> Handler:
 
 def setup_routes(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, handler(route.handler))
+        if route.method == "GET":
+            app.router.add_get(route.path, handler(route.handler))  # and HEAD, GET's twin
+        else:
+            app.router.add_route(route.method, route.path, handler(route.handler))
     app.router.add_get("/static/{filename:.+}", static_handler(), name="static")
