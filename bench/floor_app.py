@@ -74,10 +74,7 @@ def create_floor_app(settings: Settings) -> web.Application:
         ip = request.remote or "-"
         raw = await state["update"](  # type: ignore[operator]
             keys={
-                "job": keys.job(job_id),
-                "clients": keys.updated_clients(job_id),
-                "times": keys.client_times(job_id),
-                "events": keys.events(job_id),
+                **keys.job_keys(job_id),
                 **fixed_keys,
                 "tomb": keys.tombstone(job_id),
                 "public_keys": keys.public_keys(job_id),

@@ -51,8 +51,14 @@ class Keys:
         """Hash clientId -> the client's (masked) statistics vector, little-endian uint64 bytes."""
         return f"{self.prefix}job:{{{job_id}}}:vectors"
 
-    def job_keys(self, job_id: str) -> list[str]:
-        return [self.job(job_id), self.updated_clients(job_id), self.client_times(job_id), self.events(job_id)]
+    def job_keys(self, job_id: str) -> dict[str, str]:
+        """The job's own keys, by the names the scripts declare them under (orchestrator.scripts)."""
+        return {
+            "job": self.job(job_id),
+            "clients": self.updated_clients(job_id),
+            "times": self.client_times(job_id),
+            "events": self.events(job_id),
+        }
 
     @property
     def jobs_by_created(self) -> str:

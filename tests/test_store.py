@@ -114,7 +114,7 @@ async def test_script_replayed_after_success_changes_nothing(store: JobStore, re
 
 async def test_keys_are_hash_tagged_and_carry_a_ttl(store: JobStore, redis_client: aioredis.Redis) -> None:
     await store.record_update(req("ttl", "a"))
-    keys = store.keys.job_keys("ttl")
+    keys = list(store.keys.job_keys("ttl").values())
     assert keys[0].endswith("job:{ttl}") and keys[1].endswith("job:{ttl}:updatedClients")
     for key in keys:
         assert await redis_client.exists(key)
@@ -145,7 +145,7 @@ async def test_janitor_expires_stale_jobs_once(store: JobStore, redis_client: ai
     await pubsub.get_message(timeout=1)
     results = await asyncio.gather(store.expire_stale(now=later), store.expire_stale(now=later))
     assert sorted((ids for ids, _ in results), key=len) == [[], ["old"]]
-    assert not await redis_client.exists(*store.keys.job_keys("old"))
+    assert not await redis_client.exists(*store.keys.job_keys("old").values())
     jobs, _ = await store.list_jobs(status=None, limit=10, cursor=None)
     assert [j.job_id for j in jobs] == ["new"]
     assert await store.count_by_status() == {s: (1 if s is JobStatus.IN_PROGRESS else 0) for s in JobStatus}

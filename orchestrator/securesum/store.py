@@ -9,8 +9,7 @@ from redis.client import NEVER_DECODE
 
 from orchestrator import scripts
 from orchestrator.models import Actor, JobStatus, KeyRequest, KeyResult
-from orchestrator.store import JobStore, new_instance_id, now_ms, pairs
-from orchestrator.validation import schema_digest
+from orchestrator.store import JobStore, now_ms, pairs
 
 _KEY_ROUND_FIELDS = ("totalClients", "status", "aggregation", "version", "maxRows", "instance")
 
@@ -46,19 +45,10 @@ class VectorStore:
                     **self.store.job_quota_counters(client, "" if actor is None else actor.ip, ms),
                 },
                 args={
-                    "job_id": job_id,
-                    "client_id": req.client_id,
-                    "total": req.total_clients,
-                    "schema": req.schema_json or "",
+                    **self.store.creation_args(req, ms),
                     **self.store.change_args(),
-                    "deadline": ms + self.store.collection_timeout_ms if req.deadline_ms is None else req.deadline_ms,
-                    "vector_length": "" if req.vector_length is None else req.vector_length,
                     "max_rows": req.max_rows,
                     "public_key": req.public_key,
-                    "schema_digest": req.schema_digest or schema_digest(req.schema_json),
-                    "max_rows_declared": "1" if req.max_rows_declared else "",
-                    "creation_refusal": req.creation_refusal,
-                    "instance": new_instance_id(),
                 },
             )
         outcome, created, count, total, version, status, detail, *instance = raw

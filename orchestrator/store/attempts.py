@@ -105,13 +105,10 @@ class Attempts(StoreCore):
             done, version = await self.run(
                 scripts.FINISH,
                 keys={
-                    "job": k.job(job_id),
-                    "events": k.events(job_id),
+                    **k.job_keys(job_id),
                     "aggregating": k.jobs_by_status(JobStatus.AGGREGATING),
                     "finished": k.jobs_by_status(status),
                     "updated": k.jobs_by_updated,
-                    "clients": k.updated_clients(job_id),
-                    "times": k.client_times(job_id),
                     "deliveries": k.deliveries(job_id),
                     "delivery_queue": k.delivery_queue,
                     "vectors": k.vectors(job_id),

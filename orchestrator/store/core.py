@@ -18,9 +18,10 @@ from orchestrator import scripts
 from orchestrator.keys import Keys
 from orchestrator.lua import LoadedScript, Script, Value
 from orchestrator.metrics import Metrics
-from orchestrator.models import iso_ms
+from orchestrator.models import KeyRequest, UpdateRequest, iso_ms
 from orchestrator.refusals import REFUSALS, RefusalLog, refusal_code, said
 from orchestrator.settings import Settings
+from orchestrator.validation import schema_digest
 from orchestrator.waits import note_failure, waited_recently
 
 # A Redis key lives this much longer than the job TTL, so the janitor (which announces the expiry)
@@ -145,6 +146,21 @@ class StoreCore:
             keys.append(key)
             ops += [command, len(rest), *rest]
         return cast(list[Any], await self.run(scripts.READ, keys={"reads": keys}, args={"ops": ops}))
+
+    def creation_args(self, req: UpdateRequest | KeyRequest, ms: int) -> dict[str, str | int]:
+        """The ARGV of a write that may create its job (scripts.UPDATE, scripts.REGISTER_KEY), from its request."""
+        return {
+            "job_id": req.job_id,
+            "client_id": req.client_id,
+            "total": req.total_clients,
+            "schema": req.schema_json or "",
+            "deadline": ms + self.collection_timeout_ms if req.deadline_ms is None else req.deadline_ms,
+            "vector_length": "" if req.vector_length is None else req.vector_length,
+            "schema_digest": req.schema_digest or schema_digest(req.schema_json),
+            "max_rows_declared": "1" if req.max_rows_declared else "",
+            "creation_refusal": req.creation_refusal,
+            "instance": new_instance_id(),
+        }
 
     def change_args(self) -> dict[str, str | int]:
         """The ARGV every state-changing script that announces an event takes (scripts._CHANGE)."""

@@ -6,8 +6,7 @@ from typing import cast
 
 from orchestrator import scripts
 from orchestrator.models import Actor, JobStatus, UpdateOutcome, UpdateRequest, UpdateResult, iso_ms
-from orchestrator.store.core import StoreCore, new_instance_id, now_ms
-from orchestrator.validation import schema_digest
+from orchestrator.store.core import StoreCore, now_ms
 
 _EXPIRE_BATCH = 500
 NOBODY = Actor()
@@ -30,10 +29,7 @@ class JobWrites(StoreCore):
             raw = await self.run(
                 scripts.UPDATE,
                 keys={
-                    "job": k.job(job_id),
-                    "clients": k.updated_clients(job_id),
-                    "times": k.client_times(job_id),
-                    "events": k.events(job_id),
+                    **k.job_keys(job_id),
                     "created": k.jobs_by_created,
                     "updated": k.jobs_by_updated,
                     "in_progress": k.jobs_by_status(JobStatus.IN_PROGRESS),
@@ -49,26 +45,17 @@ class JobWrites(StoreCore):
                     **self.job_quota_counters(rate_client, actor.ip, ms),
                 },
                 args={
-                    "job_id": job_id,
-                    "client_id": req.client_id,
-                    "total": req.total_clients,
-                    "schema": req.schema_json or "",
+                    **self.creation_args(req, ms),
                     "now_ms": ms,
                     "now_iso": iso_ms(ms) or "",
-                    "deadline": req.deadline_ms if req.deadline_ms is not None else ms + self.collection_timeout_ms,
                     "aggregation": req.aggregation or "",
                     "vector": req.vector or b"",
-                    "vector_length": "" if req.vector_length is None else req.vector_length,
                     "max_rows": "" if req.max_rows is None else req.max_rows,
-                    "schema_digest": req.schema_digest or schema_digest(req.schema_json),
-                    "max_rows_declared": "1" if req.max_rows_declared else "",
-                    "creation_refusal": req.creation_refusal,
                     "client_limit": client_limit,
                     "ip_limit": ip_limit if actor.ip else 0,
                     "who": actor.who,
                     "role": actor.role,
                     "ip": actor.ip,
-                    "instance": new_instance_id(),
                 },
             )
         outcome, created, triggered, status, done, total, version, conflict = raw
@@ -91,14 +78,11 @@ class JobWrites(StoreCore):
             outcome, status, version = await self.run(
                 scripts.CANCEL,
                 keys={
-                    "job": k.job(job_id),
-                    "events": k.events(job_id),
+                    **k.job_keys(job_id),
                     "in_progress": k.jobs_by_status(JobStatus.IN_PROGRESS),
                     "aggregating": k.jobs_by_status(JobStatus.AGGREGATING),
                     "cancelled": k.jobs_by_status(JobStatus.CANCELLED),
                     "updated": k.jobs_by_updated,
-                    "clients": k.updated_clients(job_id),
-                    "times": k.client_times(job_id),
                     "deadlines": k.jobs_by_deadline,
                     "vectors": k.vectors(job_id),
                 },
@@ -121,13 +105,10 @@ class JobWrites(StoreCore):
             done, _ = await self.run(
                 scripts.FAIL_OVERDUE_COLLECTION,
                 keys={
-                    "job": k.job(job_id),
-                    "events": k.events(job_id),
+                    **k.job_keys(job_id),
                     "in_progress": k.jobs_by_status(JobStatus.IN_PROGRESS),
                     "failed": k.jobs_by_status(JobStatus.FAILED),
                     "updated": k.jobs_by_updated,
-                    "clients": k.updated_clients(job_id),
-                    "times": k.client_times(job_id),
                     "deadlines": k.jobs_by_deadline,
                     "vectors": k.vectors(job_id),
                 },
@@ -152,10 +133,7 @@ class JobWrites(StoreCore):
                 done = await self.run(
                     scripts.EXPIRE,
                     keys={
-                        "job": k.job(job_id),
-                        "clients": k.updated_clients(job_id),
-                        "times": k.client_times(job_id),
-                        "events": k.events(job_id),
+                        **k.job_keys(job_id),
                         "tomb": k.tombstone(job_id),
                         "deliveries": k.deliveries(job_id),
                         "public_keys": k.public_keys(job_id),
