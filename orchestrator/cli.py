@@ -1,4 +1,5 @@
-"""Command line: `orchestrator serve` and `demo`, and the client commands `watch`, `update` and `submit`."""
+"""Command line: `orchestrator serve`, `token` and `demo`, and the client commands `watch`, `update` and `submit`
+(commands.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import argparse
 import asyncio
 import gc
 import ipaddress
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -17,13 +16,13 @@ from aiohttp import web
 
 from orchestrator import SERVICE_NAME, __version__, server
 from orchestrator.app import create_app
-from orchestrator.client import FINAL_STATUSES, OrchestratorClient, OrchestratorError
+from orchestrator.client import OrchestratorError
+from orchestrator.commands import submit_command, update_command, watch_command
 from orchestrator.logconfig import configure_logging, shutdown_logging
 from orchestrator.securesum.demo import run_demo
-from orchestrator.securesum.keyfile import KeyFile, KeyFileError
-from orchestrator.securesum.participant import DEFAULT_MAX_ROWS, KeyRoundError, submit_statistics
+from orchestrator.securesum.participant import DEFAULT_MAX_ROWS, KeyRoundError
 from orchestrator.security.tokens import ROLES, AuthError, bound_claims, issue_token, parse_ttl
-from orchestrator.settings import Settings, SettingsError, client_base_url
+from orchestrator.settings import Settings, SettingsError
 
 logger = logging.getLogger("orchestrator.main")
 
@@ -124,67 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyRoundError) as e:  # rows, schema or overflow refused before sending
         print(f"orchestrator: {e}", file=sys.stderr)
         return 2
-
-
-def client_for(args: argparse.Namespace) -> OrchestratorClient:
-    return OrchestratorClient(
-        args.url or client_base_url(), token=args.token or os.environ.get("ORCHESTRATOR_TOKEN") or None
-    )
-
-
-async def watch_command(args: argparse.Namespace) -> int:
-    async with client_for(args) as client:
-        async for event in client.watch(args.job_id, since=args.since):
-            print(json.dumps(event), flush=True)
-            status = event.get("status") or (event.get("job") or {}).get("status")
-            if args.until_done and status in FINAL_STATUSES:
-                return 0
-    return 0
-
-
-async def update_command(args: argparse.Namespace) -> int:
-    schema = None
-    if args.schema is not None:
-        try:
-            schema = json.loads(args.schema.read_text())
-        except (OSError, ValueError) as e:
-            print(f"orchestrator: cannot read the schema from {args.schema}: {e}", file=sys.stderr)
-            return 2
-    async with client_for(args) as client:
-        print(json.dumps(await client.update(args.job, args.client, args.total, schema)))
-    return 0
-
-
-async def submit_command(args: argparse.Namespace) -> int:
-    try:
-        schema = json.loads(args.schema.read_text())
-    except (OSError, ValueError) as e:
-        print(f"orchestrator: cannot read the schema from {args.schema}: {e}", file=sys.stderr)
-        return 2
-    if not args.csv.is_file():
-        print(f"orchestrator: no such CSV file: {args.csv}", file=sys.stderr)
-        return 2
-    try:
-        key_file = KeyFile.open(args.key_file, args.job) if args.key_file else None
-    except KeyFileError as e:
-        print(f"orchestrator: {e}", file=sys.stderr)
-        return 2
-    async with client_for(args) as client:
-        answer = await submit_statistics(
-            client,
-            args.job,
-            args.client,
-            args.total,
-            schema,
-            args.csv,
-            aggregation=args.aggregation,
-            max_rows=args.max_rows,
-            wait=args.wait,
-            timeout=args.timeout,
-            key_file=key_file,
-        )
-    print(json.dumps(answer, indent=2 if args.wait else None))
-    return 0 if not args.wait or answer.get("status") == "COMPLETED" else 1
 
 
 async def demo_command(args: argparse.Namespace) -> int:
