@@ -31,7 +31,7 @@ def refused(data: dict[str, Any]) -> ValidationError:
     ("cls", "table"),
     [
         (UpdateBody, requests._REFUSALS),
-        (KeyBody, requests._REFUSALS),
+        (KeyBody, requests._KEY_REFUSALS),
         (CancelBody, requests._REFUSALS),
         (CallbackBody, requests._REFUSALS),
         (Feature, features._REFUSALS),

@@ -31,20 +31,28 @@ Id = Annotated[
     Meta(
         pattern=f"^{ID_PATTERN.pattern}$",
         description="Letters, digits, '.', '_', ':' or '-'; not '.' or '..' (no URL path can carry them).",
+        extra_json_schema={"not": {"enum": [".", ".."]}},
     ),
 ]
-# Numeric strings are accepted because some clients serialise every field as a string.
+# Numeric strings are accepted because some clients serialise every field as a string: their patterns say
+# the same range as the integers' (a final newline, which Python's $ lets through, is refused by _digits).
 TotalClients = Annotated[int, Meta(ge=1, le=MAX_TOTAL_CLIENTS)]
-Digits7 = Annotated[str, Meta(pattern="^[0-9]{1,7}$")]
+TotalDigits = Annotated[str, Meta(pattern="^(0{0,6}[1-9][0-9]{0,4}|0?100000)$", max_length=7)]
+KeyTotal = Annotated[int, Meta(ge=2, le=MAX_TOTAL_CLIENTS)]
+KeyTotalDigits = Annotated[str, Meta(pattern="^(0{0,6}[2-9]|0{0,5}[1-9][0-9]{1,4}|0?100000)$", max_length=7)]
 MaxRows = Annotated[int, Meta(ge=1, le=MAX_ROWS)]
-Digits13 = Annotated[str, Meta(pattern="^[0-9]{1,13}$")]
+MaxRowsDigits = Annotated[str, Meta(pattern="^(0{0,12}[1-9][0-9]{0,11}|0?1000000000000)$", max_length=13)]
+Seconds = Annotated[int, Meta(gt=0, le=MAX_DEADLINE_SECONDS)] | Annotated[float, Meta(gt=0, le=MAX_DEADLINE_SECONDS)]
 Deadline = Annotated[
-    str | int | float | None,
+    str | Seconds | None,
     Meta(
         description="When the job must have all its clients: an ISO 8601 time (UTC when it names no zone) or "
         f"seconds from now, at most {MAX_DEADLINE_SECONDS // 86400} days away."
     ),
 ]
+# Stated for the document only: a regular expression over a vector of megabytes would cost more than reading
+# it, and decode_vector checks the same (base64 of a non-empty multiple of 8 bytes).
+_VECTOR_PATTERN = "^(?:[A-Za-z0-9+/]{32})*(?:[A-Za-z0-9+/]{32}|[A-Za-z0-9+/]{11}=|[A-Za-z0-9+/]{22}==)$"
 Backend = Literal["none", "secure-sum", "smpc", "sum"]
 
 
@@ -53,15 +61,16 @@ class UpdateBody(msgspec.Struct, kw_only=True, rename="camel"):
 
     job_id: Id
     client_id: Id
-    total_clients: Annotated[TotalClients | Digits7, Meta(description="How many clients the job has.")]
+    total_clients: Annotated[TotalClients | TotalDigits, Meta(description="How many clients the job has.")]
     schema: Annotated[Schema | None, Meta(description="The job's features; every client sends the same.")] = None
     deadline: Deadline = None
     aggregation: Annotated[Backend | None, Meta(description="The job's aggregation backend.")] = None
     vector: Annotated[
-        str | None, Meta(description="Base64 of the client's statistics vector, little-endian uint64 values.")
+        Annotated[str, Meta(extra_json_schema={"pattern": _VECTOR_PATTERN})] | None,
+        Meta(description="Base64 of the client's statistics vector, little-endian uint64 values."),
     ] = None
     max_rows: Annotated[
-        MaxRows | Digits13 | None, Meta(description="The most rows a client may count (summed-vector jobs).")
+        MaxRows | MaxRowsDigits | None, Meta(description="The most rows a client may count (summed-vector jobs).")
     ] = None
 
 
@@ -69,11 +78,11 @@ class KeyBody(msgspec.Struct, kw_only=True, rename="camel"):
     """POST /api/jobs/{jobId}/keys: a client's X25519 public key for a secure-sum job (the first creates it)."""
 
     client_id: Id
-    total_clients: Annotated[TotalClients | Digits7, Meta(description="How many clients the job has (>= 2).")]
+    total_clients: Annotated[KeyTotal | KeyTotalDigits, Meta(description="How many clients the job has (>= 2).")]
     public_key: Annotated[str, Meta(description="Base64 of the raw 32-byte X25519 public key.")]
     schema: Schema | None = None
     deadline: Deadline = None
-    max_rows: MaxRows | Digits13 | None = None
+    max_rows: MaxRows | MaxRowsDigits | None = None
 
 
 class CancelBody(msgspec.Struct, kw_only=True):
@@ -108,15 +117,9 @@ def decode_update(data: Mapping[str, Any], *, now_ms: int) -> UpdateRequest:
 
 
 def decode_key(job_id: str, data: Mapping[str, Any], *, now_ms: int) -> KeyRequest:
-    body = convert(data, KeyBody, _REFUSALS)
+    body = convert(data, KeyBody, _KEY_REFUSALS)
     client_id = _id(body.client_id, "clientId")
     total = _total(body.total_clients)
-    if total < 2:
-        raise ValidationError(
-            "a secure sum needs at least 2 clients (with one, the sum is that client's data)",
-            code="invalid_field",
-            field="totalClients",
-        )
     try:
         raw = parse_public_key(body.public_key)
     except InvalidPublicKey as e:
@@ -206,19 +209,15 @@ def _id(value: str, name: str) -> str:
 
 
 def _total(value: int | str) -> int:
-    total = int(value)
-    if not 1 <= total <= MAX_TOTAL_CLIENTS:
-        raise _total_refused("totalClients", total)
-    return total
+    if isinstance(value, str) and not value.isdigit():
+        raise _total_refused("totalClients", value)
+    return int(value)
 
 
 def _max_rows(value: int | str | None) -> int | None:
-    if value is None:
-        return None
-    rows = int(value)
-    if not 1 <= rows <= MAX_ROWS:
-        raise _max_rows_refused("maxRows", rows)
-    return rows
+    if isinstance(value, str) and not value.isdigit():
+        raise _max_rows_refused("maxRows", value)
+    return None if value is None else int(value)
 
 
 def _schema_json(raw: Any, features: list[Feature] | None) -> str | None:
@@ -248,9 +247,31 @@ def _id_refused(path: str, value: Any) -> ValidationError:
 
 
 def _total_refused(path: str, value: Any) -> ValidationError:
+    number = _number(value, 7)
+    if number is None:
+        return _invalid(path, f"'{path}' must be an integer, got {kind(value)}")
+    return _invalid(path, f"'{path}' must be between 1 and {MAX_TOTAL_CLIENTS}, got {number}")
+
+
+def _key_total_refused(path: str, value: Any) -> ValidationError:
+    if _number(value, 7) == 1:
+        return _invalid(path, "a secure sum needs at least 2 clients (with one, the sum is that client's data)")
+    return _total_refused(path, value)
+
+
+def _number(value: Any, digits: int) -> int | None:
+    """An integer, or a string of at most ``digits`` digits, as a number; None for anything else."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return _invalid(path, f"'{path}' must be between 1 and {MAX_TOTAL_CLIENTS}, got {value}")
-    return _invalid(path, f"'{path}' must be an integer, got {kind(value)}")
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= digits:
+        return int(value)
+    return None
+
+
+def _deadline_refused(path: str, value: Any) -> ValidationError:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _invalid(path, f"'deadline' in seconds must be between 0 and {MAX_DEADLINE_SECONDS}")
+    return _invalid(path, "'deadline' must be an ISO 8601 time or a number of seconds from now")
 
 
 def _max_rows_refused(path: str, value: Any) -> ValidationError:
@@ -282,7 +303,7 @@ _REFUSALS: dict[str, Refusal] = {
     "client_id": _required(_id_refused),
     "total_clients": _required(_total_refused),
     "schema": _schema_refused,
-    "deadline": _says("'deadline' must be an ISO 8601 time or a number of seconds from now"),
+    "deadline": _deadline_refused,
     "aggregation": _says(f"'aggregation' must be one of {', '.join(BACKENDS)}, got {{value}}"),
     "vector": _says("'vector' must be a base64 string", "invalid_vector"),
     "max_rows": _max_rows_refused,
@@ -290,3 +311,4 @@ _REFUSALS: dict[str, Refusal] = {
     "reason": _says(f"'reason' must be a string of at most {MAX_REASON} characters"),
     "status": _says("'status' must be COMPLETED or FAILED"),
 }
+_KEY_REFUSALS = {**_REFUSALS, "total_clients": _required(_key_total_refused)}
