@@ -128,33 +128,36 @@ class SmpcBackend:
             first = False
             if self.callback_base:
                 pushed = await context.callback_result()
-                if pushed is not None:
-                    outcome = _outcome(pushed)
-                    if outcome is not None:
-                        return outcome
+                outcome = None if pushed is None else _outcome(pushed)
+                if outcome is not None:
+                    return outcome
                 if time.monotonic() < next_poll:
                     continue
                 next_poll = time.monotonic() + self.max_poll_interval
-            try:
-                async with self.session.get(url, timeout=self._timeout()) as resp:
-                    if resp.status == 204:
-                        continue
-                    if resp.status != 200:
-                        logger.warning("Coordinator answered %d polling job %s", resp.status, context.attempt.job_id)
-                        continue
-                    data = await _json_body(resp, self.max_result_bytes)
-            except BodyTooLarge as e:
-                # Asking again would get the same answer until the deadline: fail now, and say why.
-                return Failed(f"the coordinator's result is over {e.limit} bytes (MAX_RESULT_BYTES)")
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-                logger.warning("Polling job %s failed (%s); retrying", context.attempt.job_id, e or type(e).__name__)
-                continue
-            if not isinstance(data, dict):
-                logger.warning("Coordinator sent a non-object result for job %s", context.attempt.job_id)
-                continue
-            outcome = _outcome(data)
+            outcome = await self._poll_once(url, context.attempt.job_id)
             if outcome is not None:
                 return outcome
+
+    async def _poll_once(self, url: str, job_id: str) -> Outcome | None:
+        """The outcome the coordinator reports for the job, or None to ask again later."""
+        try:
+            async with self.session.get(url, timeout=self._timeout()) as resp:
+                if resp.status == 204:
+                    return None
+                if resp.status != 200:
+                    logger.warning("Coordinator answered %d polling job %s", resp.status, job_id)
+                    return None
+                data = await _json_body(resp, self.max_result_bytes)
+        except BodyTooLarge as e:
+            # Asking again would get the same answer until the deadline: fail now, and say why.
+            return Failed(f"the coordinator's result is over {e.limit} bytes (MAX_RESULT_BYTES)")
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            logger.warning("Polling job %s failed (%s); retrying", job_id, e or type(e).__name__)
+            return None
+        if not isinstance(data, dict):
+            logger.warning("Coordinator sent a non-object result for job %s", job_id)
+            return None
+        return _outcome(data)
 
     def _timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=self.request_timeout)
