@@ -110,6 +110,10 @@ def test_error_messages_keep_their_form() -> None:
         "AGGREGATION_BACKEND": ("magic", "one of none, secure-sum, smpc, sum"),
         "ACCESS_LOG": ("maybe", "true or false"),
         "RESULTS_FORMATS": ("csv", "json, txt or json,txt"),
+        # The three whose words are not derived from the bounds: what they said before the declarations.
+        "PARSE_OFFLOAD_BYTES": ("-1", "bytes, 0 or more (0: parse every body on the event loop)"),
+        "VECTOR_MAX_ROWS": ("0", "an integer 1-10^12"),
+        "WS_ALLOWED_ORIGINS": ("ftp://x", "a comma-separated list of origins like https://example.org, or *"),
     }
     for name, (raw, expected) in cases.items():
         with pytest.raises(SettingsError) as refused:

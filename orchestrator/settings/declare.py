@@ -147,6 +147,9 @@ class Spec:
     choices: frozenset[str] = frozenset()
     # Appended to the error's range: what a special value means ("0: off").
     note: str = ""
+    # What the error says the value must be, in place of the derived text: the words it said before the
+    # declarations, where they differ from the derivation ("an integer 1-10^12").
+    wording: str = ""
     # Never logged or shown; NAME_FILE, when set, names a file holding the value (and wins).
     secret: bool = False
     # The variable names a file and the value is that file's content, as it is.
@@ -161,6 +164,8 @@ class Spec:
     @property
     def expected(self) -> str:
         """What an error says the value must be."""
+        if self.wording:
+            return self.wording
         if self.choices:
             return "one of " + ", ".join(sorted(self.choices))
         if self.parser.expected:

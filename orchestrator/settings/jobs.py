@@ -89,7 +89,12 @@ class JobSettings:
     )
     event_history: int = setting("EVENT_HISTORY", 200, "events kept per job", low=1, high=100_000)
     vector_max_rows: int = setting(
-        "VECTOR_MAX_ROWS", 1_000_000, "`maxRows` of a sum/secure-sum job that does not declare one", low=1, high=10**12
+        "VECTOR_MAX_ROWS",
+        1_000_000,
+        "`maxRows` of a sum/secure-sum job that does not declare one",
+        low=1,
+        high=10**12,
+        wording="an integer 1-10^12",
     )
     # Checked when the job is created (quotas.job_bytes).
     max_job_bytes: int = setting(

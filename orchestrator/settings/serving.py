@@ -70,7 +70,7 @@ class HttpSettings:
         "keeps answering (`/healthz` within 100 ms while a 16 MiB body is read)",
         unit="bytes",
         low=0,
-        note="0: parse every body on the event loop",
+        wording="bytes, 0 or more (0: parse every body on the event loop)",
     )
 
 
@@ -83,6 +83,7 @@ class WebSocketSettings:
         (),
         "origins allowed to open WebSockets from a browser (empty: the same origin only)",
         parser=ORIGINS,
+        wording="a comma-separated list of origins like https://example.org, or *",
     )
     ws_max_connections: int = setting(
         "WS_MAX_CONNECTIONS", 10000, "WebSockets per process; more get `503`", low=1, high=1_000_000
