@@ -5,14 +5,15 @@ cheap: each record is formatted once, on the thread that logs it, by a formatter
 timestamp once per second, and handed to a stdlib QueueHandler. A QueueListener thread writes the lines
 to stderr and the rotated log file in batches: at once for a warning or worse, otherwise within a fifth
 of a second. No file or stderr write ever runs on the event loop's thread. (Formatting in the listener
-instead would make it fight the event loop for the GIL on every record.)
+instead would make it fight the event loop for the GIL on every record.) The queue is bounded: when the
+writer cannot keep up (a stderr that blocks), further lines are dropped and counted, not queued without
+end, and the listener says how many when it has caught up; the caller never waits for it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import sys
 import threading
@@ -22,9 +23,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from orchestrator import SERVICE_NAME
+from orchestrator.logfile import RotatingFile
 
 LOG_FILE = "computations-orchestrator.log"
 FORMAT = f"%(asctime)s %(levelname)s [%(component)s] [{SERVICE_NAME}] %(message)s"
+# Lines queued for the writer at most (some MB of text); past it a line is dropped and counted.
+MAX_QUEUED_LINES = 50_000
 
 
 class LineFormatter(logging.Formatter):
@@ -53,57 +57,20 @@ class LineFormatter(logging.Formatter):
         return line
 
 
-class RotatingFile:
-    """An append-only log file rotated by size like RotatingFileHandler (name.1, name.2, ...), keeping
-    its size itself instead of asking the file system on every record."""
+class Drops:
+    """Lines dropped because the queue was full: counted by the loggers' threads, taken by the listener."""
 
-    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self.stream: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self.size = self.stream.tell()
+    def __init__(self) -> None:
+        self.lock, self.count = threading.Lock(), 0  # the lock: only to drop a line or to take the count
 
-    def write_lines(self, lines: list[str]) -> None:
-        """Append ``lines``, rotating first wherever the next line would take the file past max_bytes."""
-        text = "\n".join(lines) + "\n"
-        total = len(text.encode("utf-8", "replace"))
-        if not self.max_bytes or self.size + total <= self.max_bytes:
-            self.stream.write(text)  # the usual case: the whole batch fits
-            self.stream.flush()
-            self.size += total
-            return
-        start = size = 0
-        for i, line in enumerate(lines):
-            length = len(line.encode("utf-8", "replace")) + 1
-            if self.max_bytes and self.size + size and self.size + size + length > self.max_bytes:
-                self._append(lines[start:i], size)
-                self.rotate()
-                start, size = i, 0
-            size += length
-        self._append(lines[start:], size)
+    def add(self) -> None:
+        with self.lock:
+            self.count += 1
 
-    def _append(self, lines: list[str], size: int) -> None:
-        if lines:
-            self.stream.write("\n".join(lines) + "\n")
-            self.stream.flush()
-        self.size += size
-
-    def rotate(self) -> None:
-        self.stream.close()
-        for i in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{i}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
-        if self.backups:
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        else:
-            self.path.unlink(missing_ok=True)
-        self.stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self.size = 0
-
-    def close(self) -> None:
-        self.stream.close()
+    def take(self) -> int:
+        with self.lock:
+            count, self.count = self.count, 0
+            return count
 
 
 class LineQueueHandler(QueueHandler):
@@ -111,13 +78,25 @@ class LineQueueHandler(QueueHandler):
     string, which the garbage collector does not walk, where a queue of records would hold thousands of
     objects for it to walk until the listener's next round."""
 
-    def __init__(self, lines: queue.SimpleQueue[str], wake: threading.Event) -> None:
+    def __init__(self, lines: queue.SimpleQueue[str], wake: threading.Event, drops: Drops, max_lines: int) -> None:
         super().__init__(lines)
         self.setFormatter(LineFormatter())
+        self.lines = lines
         self.wake = wake
+        self.drops = drops
+        self.max_lines = max_lines
 
     def prepare(self, record: logging.LogRecord) -> str:
         return self.format(record)
+
+    def enqueue(self, record: Any) -> None:
+        # A SimpleQueue bounded by its size, not a queue.Queue(maxsize): that takes a lock and a condition
+        # on every put (~1.1 us a line more) and would refuse stop()'s sentinel when full. Threads racing
+        # here overshoot the bound by a line each at most.
+        if self.lines.qsize() < self.max_lines:
+            self.lines.put_nowait(record)
+        else:
+            self.drops.add()
 
     def handle(self, record: logging.LogRecord) -> bool:
         # Not Handler.handle: the queue is thread-safe, so emit() needs no lock of the handler's.
@@ -169,26 +148,41 @@ class LineListener(QueueListener):
     switch threads, and take the GIL from the event loop, once per line."""
 
     def __init__(
-        self, lines: queue.SimpleQueue[str], writer: LineWriter, wake: threading.Event, *, interval: float = 0.2
+        self,
+        lines: queue.SimpleQueue[str],
+        writer: LineWriter,
+        wake: threading.Event,
+        drops: Drops,
+        *,
+        interval: float = 0.2,
     ) -> None:
         super().__init__(lines)
         self.lines = lines
         self.writer = writer
         self.wake = wake
+        self.drops = drops
         self.interval = interval
+        self.formatter = LineFormatter()  # this thread's own (its timestamp cache)
 
     def dequeue(self, block: bool) -> Any:
         while True:
             try:
                 line = self.lines.get_nowait()
             except queue.Empty:
-                self.writer.flush()
+                self.caught_up()
                 self.wake.wait(self.interval)
                 self.wake.clear()  # whatever was queued before a wake-up is taken next
                 continue
             if line is None:  # QueueListener's sentinel: stop() was called
-                self.writer.flush()  # the last lines, on this thread too
+                self.caught_up()  # the last lines, on this thread too
             return line
+
+    def caught_up(self) -> None:
+        """The queue is empty: say how many lines were dropped since the last time, and write."""
+        if dropped := self.drops.take():
+            message = f"{dropped} log lines dropped (the log writer could not keep up)"
+            self.writer.add(self.formatter.line(time.time(), "WARNING", "logging", message))
+        self.writer.flush()
 
     def handle(self, record: Any) -> None:
         self.writer.add(record)  # a line (LineQueueHandler.prepare)
@@ -223,9 +217,12 @@ def info_fast(logger: logging.Logger, message: str) -> None:
         logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, (), None))
 
 
-def configure_logging(log_dir: str, level: str, *, max_bytes: int, backups: int) -> Path | None:
+def configure_logging(
+    log_dir: str, level: str, *, max_bytes: int, backups: int, max_queued_lines: int = MAX_QUEUED_LINES
+) -> Path | None:
     """Log to stderr and to a rotated file in ``log_dir``; returns the file's path, or None if it
-    could not be opened (the service then logs to stderr only and says why)."""
+    could not be opened (the service then logs to stderr only and says why). At most
+    ``max_queued_lines`` wait for the writer; more are dropped, and counted in the log."""
     global _listener
     shutdown_logging()
     path: Path | None = Path(log_dir) / LOG_FILE
@@ -242,9 +239,10 @@ def configure_logging(log_dir: str, level: str, *, max_bytes: int, backups: int)
         setattr(logging, name, value)
     lines: queue.SimpleQueue[str] = queue.SimpleQueue()
     wake = threading.Event()
-    _listener = LineListener(lines, LineWriter(sys.stderr, file), wake)
+    drops = Drops()
+    _listener = LineListener(lines, LineWriter(sys.stderr, file), wake, drops)
     _listener.start()
-    handler = LineQueueHandler(lines, wake)
+    handler = LineQueueHandler(lines, wake, drops, max_queued_lines)
     handler._orchestrator = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     root.addHandler(handler)

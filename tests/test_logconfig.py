@@ -5,6 +5,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,6 +99,42 @@ def test_the_file_is_rotated_past_max_bytes(tmp_path: Path, monkeypatch: pytest.
     assert newest[-1].endswith("line 0399 " + "x" * 40)
     older = (tmp_path / f"{LOG_FILE}.1").read_text().splitlines()
     assert int(older[-1].split("line ")[1][:4]) < int(newest[0].split("line ")[1][:4])
+
+
+class BlockedStream(io.StringIO):
+    """A stderr whose writes wait until it is opened (a terminal or pipe nobody reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        self.opened.wait(10)
+        return super().write(text)
+
+
+def test_a_blocked_writer_drops_lines_counts_them_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stderr = BlockedStream()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    path = configure_logging(str(tmp_path), "INFO", max_bytes=1_000_000, backups=1, max_queued_lines=100)
+    assert path is not None
+    logger = logging.getLogger("orchestrator.test")
+    logger.warning("first")  # written at once: the writer thread now waits in stderr.write
+    assert stderr.entered.wait(5)
+    started = time.monotonic()
+    for i in range(1000):
+        info_fast(logger, f"record {i}")
+    assert time.monotonic() - started < 1  # the caller never waited for the writer
+    stderr.opened.set()
+    shutdown_logging()
+    lines = path.read_text().splitlines()
+    assert lines[0].endswith(" WARNING [test] [computations-orchestrator] first")
+    assert [line.split("] ")[-1] for line in lines[1:-1]] == [f"record {i}" for i in range(100)]
+    dropped = " WARNING [logging] [computations-orchestrator] 900 log lines dropped (the log writer could not keep up)"
+    assert lines[-1].endswith(dropped)
+    assert stderr.getvalue().splitlines() == lines
 
 
 def test_an_unwritable_log_dir_falls_back_to_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
