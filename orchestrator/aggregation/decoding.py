@@ -48,7 +48,8 @@ def layout(schema: Sequence[Feature]) -> list[FeatureLayout]:
             if feature.length is not None and len(fields) != feature.length:
                 fields = [f"field{i}" for i in range(feature.length)]
         offset = feature.offset if feature.offset is not None else position
-        features.append(FeatureLayout(feature.label, feature.data_type, offset, list(fields), categories))
+        copied = None if categories is None else list(categories)  # the cached features are shared
+        features.append(FeatureLayout(feature.label, feature.data_type, offset, list(fields), copied))
         position = max(position, offset + len(fields))
     return features
 

@@ -130,7 +130,7 @@ class AggregationService(QueueWorkers):
         # A summed vector's result names its features: counting them does not parse a long schema again.
         features = outcome.result.get("aggregatedResults") if isinstance(outcome, Ready) else None
         metadata = {
-            "totalFeatures": len(features) if features else len(attempt.features),
+            "totalFeatures": len(features) if features else _feature_count(attempt),
             "totalClients": len(attempt.clients),
             "doneCount": len(attempt.clients),
             "completedAt": iso_ms(now_ms()),
@@ -206,3 +206,10 @@ class _Context:
 
     async def callback_result(self) -> dict[str, Any] | None:
         return await self.store.callback_result(self.attempt.job_id)
+
+
+def _feature_count(attempt: Attempt) -> int:
+    try:
+        return len(attempt.features)
+    except ValueError:  # a stored schema this version cannot read: decoding says why
+        return 0

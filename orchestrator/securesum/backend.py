@@ -28,7 +28,7 @@ def decode_sum(
     Pure, for a worker process: laying out and decoding a long vector is seconds of CPU in Python."""
     try:
         layout = layout_of(schema_json)
-    except LayoutError as e:
+    except (LayoutError, ValueError) as e:
         return None, f"the job's schema has no vector layout: {e}"
     try:
         values = np.frombuffer(total, dtype="<i8")

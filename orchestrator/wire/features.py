@@ -14,7 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from orchestrator.errors import ValidationError
-from orchestrator.wire.explain import Refusal, explain, kind, short
+from orchestrator.wire.explain import Refusal, explain, kind, says, short
 
 MAX_SCHEMA_FEATURES = 10_000
 MAX_NAME_LENGTH = 256
@@ -199,7 +199,19 @@ def canonical_schema(raw: list[Any]) -> str:
 def stored_features(schema_json: str) -> tuple[Feature, ...]:
     """The features of a stored (validated, canonical) schema, read once per job (per process): every client
     of a job sends the same schema, and a schema may list a million categories."""
-    return tuple(msgspec.json.decode(schema_json, type=list[Feature]))
+    try:
+        return tuple(msgspec.json.decode(schema_json, type=list[Feature]))
+    except msgspec.ValidationError:
+        # Stored before the typed model, which reads `name` even beside a featureName: then, a feature's
+        # name was its featureName when it had one, whatever `name` held. (A ValueError if still unreadable.)
+        features = json.loads(schema_json)
+        return tuple(msgspec.convert([_as_stored_before(f) for f in features], list[Feature]))
+
+
+def _as_stored_before(feature: Any) -> Any:
+    if isinstance(feature, dict) and "featureName" in feature:
+        return {k: v for k, v in feature.items() if k != "name"}
+    return feature
 
 
 def _explain_features(raw: list[Any]) -> ValidationError:
@@ -214,8 +226,11 @@ def _explain_features(raw: list[Any]) -> ValidationError:
     return _refused("schema", "'schema' is not valid")
 
 
+_SCHEMA = "invalid_schema"
+
+
 def _refused(field: str, message: str) -> ValidationError:
-    return ValidationError(message, code="invalid_schema", field=field)
+    return ValidationError(message, code=_SCHEMA, field=field)
 
 
 def _name(path: str, value: Any) -> ValidationError:
@@ -231,18 +246,14 @@ def _data_type(path: str, value: Any) -> ValidationError:
     return _refused(path, f"'{path}' must be one of {', '.join(DATA_TYPES)}, got {short(value)}")
 
 
-def _says(message: str) -> Refusal:
-    return lambda path, value: _refused(path, message.format(path=path))
-
-
 _REFUSALS: dict[str, Refusal] = {
     "feature_name": _name,
     "name": _name,
     "data_type": _data_type,
     "offset": _count,
     "length": _count,
-    "fields": _says("'{path}' must be a list of strings"),
-    "categories": _says("'{path}' must be a list of distinct non-empty strings"),
-    "bounds": _says("'{path}' must be [min, max], two numbers with min <= max"),
-    "scale": _says(f"'{{path}}' must be an integer 0-{MAX_SCALE} (decimal places)"),
+    "fields": says("'{path}' must be a list of strings", _SCHEMA),
+    "categories": says("'{path}' must be a list of distinct non-empty strings", _SCHEMA),
+    "bounds": says("'{path}' must be [min, max], two numbers with min <= max", _SCHEMA),
+    "scale": says(f"'{{path}}' must be an integer 0-{MAX_SCALE} (decimal places)", _SCHEMA),
 }
