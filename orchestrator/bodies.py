@@ -15,7 +15,8 @@ from orchestrator.errors import ApiError, UnsupportedMediaType
 from orchestrator.models import KeyRequest, UpdateRequest
 from orchestrator.settings import Settings
 from orchestrator.validation import parse_json_object
-from orchestrator.wire.requests import check_vector, decode_key, decode_update
+from orchestrator.wire.requests import decode_key, decode_update
+from orchestrator.wire.values import check_vector
 
 _JSON_TYPES = {"application/json"}
 # What an update sent as application/octet-stream carries in its query string (the body is the vector).

@@ -79,7 +79,7 @@ def _reply(reply: Reply, schemas: _Schemas) -> dict[str, Any]:
 
 
 def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": route.summary, "operationId": route.handler.replace(":", ".")}
+    operation: dict[str, Any] = {"summary": route.summary, "operationId": route.handler.rpartition(":")[2]}
     if route.description:
         operation["description"] = route.description
     parameters = []
@@ -146,12 +146,32 @@ def build(routes: Iterable[Route] = ROUTES) -> dict[str, Any]:
     components = dict(schemas.components)
     for name, model in COMPONENTS.items():
         components.setdefault(name, schemas.of(model))
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Computations Orchestrator", "version": __version__, "description": _DESCRIPTION},
-        "paths": paths,
-        "components": {"schemas": dict(sorted(components.items())), "securitySchemes": {"bearerAuth": _BEARER}},
-    }
+    for old, new in _COMPONENT_NAMES.items():
+        components[new] = {**components.pop(old), "title": new}
+    return _renamed_refs(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": "Computations Orchestrator", "version": __version__, "description": _DESCRIPTION},
+            "paths": paths,
+            "components": {"schemas": dict(sorted(components.items())), "securitySchemes": {"bearerAuth": _BEARER}},
+        }
+    )
+
+
+# The request bodies keep the component names of the hand-written document that clients generated code from.
+_COMPONENT_NAMES = {"UpdateBody": "UpdateRequest", "KeyBody": "KeyRequest"}
+
+
+def _renamed_refs(node: Any) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            name = ref.rpartition("/")[2]
+            node = {**node, "$ref": REF.format(name=_COMPONENT_NAMES.get(name, name))}
+        return {key: _renamed_refs(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_renamed_refs(item) for item in node]
+    return node
 
 
 OPENAPI: dict[str, Any] = build()

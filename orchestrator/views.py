@@ -67,7 +67,7 @@ async def update(request: web.Request) -> web.Response:
     # The security middleware has refused other media types (policy.BODY_TYPES).
     binary = request.content_type == "application/octet-stream"
     body = await read_body(request, settings.max_vector_body_bytes)
-    # A large body (a long vector, a schema of many categories) is read, and laid out, in a worker process.
+    # A large body (a long vector, a schema of many categories) is read in a worker process.
     req = await offload.run(len(body), parse_update_body, body, binary, dict(request.query), settings)
     if req.aggregation == "smpc" and not settings.smpc_coordinator_url:
         raise ValidationError(
@@ -77,7 +77,7 @@ async def update(request: web.Request) -> web.Response:
         )
     request[AUDIT_JOB] = req.job_id
     authorise_write(request, req.client_id, req.job_id)
-    req, layout_error = await offload.run(len(req.schema_json or ""), update_layout, req, settings)
+    req, layout_error = await update_layout(offload, req, settings)
     req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
     actor = request_actor(request)
     result = await request.app[STORE].record_update(req, actor)

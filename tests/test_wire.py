@@ -13,7 +13,7 @@ from orchestrator.errors import ValidationError
 from orchestrator.models import AGGREGATION_BACKENDS
 from orchestrator.securesum.layout import VectorLayout
 from orchestrator.validation import parse_json_object
-from orchestrator.wire import features, requests
+from orchestrator.wire import features, refusals
 from orchestrator.wire.features import Feature, parse_schema, stored_features
 from orchestrator.wire.requests import Backend, CallbackBody, CancelBody, KeyBody, UpdateBody, decode_update
 
@@ -30,10 +30,10 @@ def refused(data: dict[str, Any]) -> ValidationError:
 @pytest.mark.parametrize(
     ("cls", "table"),
     [
-        (UpdateBody, requests._REFUSALS),
-        (KeyBody, requests._KEY_REFUSALS),
-        (CancelBody, requests._REFUSALS),
-        (CallbackBody, requests._REFUSALS),
+        (UpdateBody, refusals.REFUSALS),
+        (KeyBody, refusals.KEY_REFUSALS),
+        (CancelBody, refusals.REFUSALS),
+        (CallbackBody, refusals.REFUSALS),
         (Feature, features._REFUSALS),
     ],
 )

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from orchestrator.bodies import parse_key_body, read_body, require_json
-from orchestrator.errors import CONFLICT_CODES, ApiError, Conflict, JobNotFound
+from orchestrator.errors import CONFLICT_CODES, Conflict, JobNotFound, ValidationError
 from orchestrator.quotas import job_quota_exceeded, with_creation_quotas
 from orchestrator.securesum.vectors import key_layout
 from orchestrator.security.actors import request_actor
@@ -32,7 +32,7 @@ async def register_key(request: web.Request) -> web.Response:
     req = await offload.run(len(body), parse_key_body, job_id, body, now_ms())
     require_self(request, req.client_id)
     require_scoped_writer(principal(request))
-    req, layout_error = await offload.run(len(req.schema_json or ""), key_layout, req, settings)
+    req, layout_error = await key_layout(offload, req, settings)
     req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
     result = await request.app[VECTORS].register_key(req, request_actor(request))
     if result.created:
@@ -58,23 +58,18 @@ async def register_key(request: web.Request) -> web.Response:
             f"Job {job_id} is {result.status} and no longer takes keys", code="job_not_collecting", **details
         )
     if result.outcome == "refused":
-        messages = {
-            "schema_required": (400, f"Job {job_id} does not exist yet: the first key needs the job's schema"),
-            "not_secure_sum": (409, f"Job {job_id} is not a secure-sum job: it has no key round"),
-            "key_conflict": (
-                409,
-                f"Client {req.client_id} registered another public key for job {job_id}, and the key round is "
-                "complete: other clients may have masked with it",
-            ),
-            "keys_complete": (
-                409,
-                f"Every one of job {job_id}'s {result.total_clients} clients has registered a key; "
-                f"{req.client_id} is not one of them",
-            ),
-        }
-        status, message = messages[result.detail or ""]
         logger.warning("Refused key for %s: %s", where, result.detail)
-        raise ApiError(message, code=result.detail, http_status=status, **details)
+        if result.detail == "schema_required":
+            message = f"Job {job_id} does not exist yet: the first key needs the job's schema"
+            raise ValidationError(message, code=result.detail, **details)
+        conflicts = {
+            "not_secure_sum": f"Job {job_id} is not a secure-sum job: it has no key round",
+            "key_conflict": f"Client {req.client_id} registered another public key for job {job_id}, and the key "
+            "round is complete: other clients may have masked with it",
+            "keys_complete": f"Every one of job {job_id}'s {result.total_clients} clients has registered a key; "
+            f"{req.client_id} is not one of them",
+        }
+        raise Conflict(conflicts[result.detail or ""], code=result.detail, **details)
     complete = result.key_count >= result.total_clients
     if result.outcome in ("registered", "replaced"):
         created = f"Job {job_id} created for a secure sum (totalClients={result.total_clients}); " * result.created

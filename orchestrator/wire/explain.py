@@ -76,3 +76,8 @@ def short(value: Any) -> str:
         return kind(value)
     text = repr(value) if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def says(template: str, code: str = "invalid_field") -> Refusal:
+    """A refusal that says ``template`` with the field's ``{path}`` and the ``{value}`` sent."""
+    return lambda path, value: ValidationError(template.format(path=path, value=short(value)), code=code, field=path)
