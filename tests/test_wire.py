@@ -137,3 +137,10 @@ def test_a_lone_surrogate_is_refused_where_it_would_be_stored() -> None:
     )
     error = refused(data)
     assert (error.code, error.details["field"]) == ("invalid_field", "schema")
+
+
+def test_a_schema_stored_before_the_model_still_reads() -> None:
+    # The old validation read featureName when a feature had one and never looked at 'name'.
+    stored = json.dumps([{"featureName": "a", "name": 5, "dataType": "BOOLEAN"}], sort_keys=True)
+    (feature,) = stored_features(stored)
+    assert (feature.label, feature.size) == ("a", 2)
