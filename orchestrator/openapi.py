@@ -148,7 +148,7 @@ def build(routes: Iterable[Route] = ROUTES) -> dict[str, Any]:
         components.setdefault(name, schemas.of(model))
     for old, new in _COMPONENT_NAMES.items():
         components[new] = {**components.pop(old), "title": new}
-    return _renamed_refs(
+    document: dict[str, Any] = _renamed_refs(
         {
             "openapi": "3.1.0",
             "info": {"title": "Computations Orchestrator", "version": __version__, "description": _DESCRIPTION},
@@ -156,6 +156,7 @@ def build(routes: Iterable[Route] = ROUTES) -> dict[str, Any]:
             "components": {"schemas": dict(sorted(components.items())), "securitySchemes": {"bearerAuth": _BEARER}},
         }
     )
+    return document
 
 
 # The request bodies keep the component names of the hand-written document that clients generated code from.

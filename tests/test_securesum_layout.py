@@ -13,13 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.securesum.layout import (
-    InconsistentAggregate,
-    LayoutError,
-    OverflowRisk,
-    RowError,
-    VectorLayout,
-)
+from orchestrator.securesum.layout import LayoutError, OverflowRisk, RowError, VectorLayout
 from orchestrator.securesum.masking import (
     InvalidPublicKey,
     encode_key,
@@ -29,6 +23,7 @@ from orchestrator.securesum.masking import (
     parse_public_key,
     public_key_bytes,
 )
+from orchestrator.securesum.statistics import InconsistentAggregate
 
 SCHEMA: list[dict[str, Any]] = [
     {"name": "age", "dataType": "NUMERIC", "bounds": [0, 120], "scale": 1},

@@ -14,7 +14,8 @@ import numpy as np
 
 from orchestrator.aggregation.backends import AttemptContext, Failed, Outcome, Ready
 from orchestrator.offload import Offloader
-from orchestrator.securesum.layout import InconsistentAggregate, LayoutError
+from orchestrator.securesum.layout import LayoutError
+from orchestrator.securesum.statistics import InconsistentAggregate
 from orchestrator.securesum.store import MissingVector, VectorStore
 from orchestrator.securesum.vectors import layout_of
 
