@@ -68,9 +68,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     app.cleanup_ctx.append(_background("loop-lag", lambda app, stop: watch_loop_lag(app[METRICS].loop_lag, stop)))
     app.cleanup_ctx.append(functools.partial(_redis_ctx, redis=redis))
     app.cleanup_ctx.append(_hub_ctx)
-    app.cleanup_ctx.append(
-        _background("janitor", lambda app, stop: run_janitor(app[STORE], settings.janitor_interval_seconds, stop))
-    )
+    app.cleanup_ctx.append(_background("janitor", lambda app, stop: run_janitor(app[STORE], settings, stop)))
     app.cleanup_ctx.append(_background("memory-guard", lambda app, stop: app[MEMORY].run(stop)))
     app.cleanup_ctx.append(_workers_ctx)
     app.on_shutdown.append(_close_sockets)
@@ -100,11 +98,9 @@ async def _redis_ctx(app: web.Application, redis: aioredis.Redis | None) -> Asyn
     client = redis if redis is not None else create_redis(settings)
     app[REDIS] = client
     app[STORE] = JobStore(client, settings, metrics=app[METRICS])
-    app[MEMORY] = MemoryGuard(
-        client, fraction=settings.max_redis_memory_fraction, fallback_limit=settings.max_redis_memory_bytes
-    )
+    app[MEMORY] = MemoryGuard(client, settings)
     app[VECTORS] = VectorStore(app[STORE])
-    app[AUDIT] = AuditLog(app[STORE], settings.audit_max_entries)
+    app[AUDIT] = AuditLog(app[STORE], settings)
     logger.info("%s %s starting with %s", SERVICE_NAME, __version__, settings.public_dict())
     await _check_redis(app[STORE], settings)
     yield
@@ -129,14 +125,7 @@ async def _check_redis(store: JobStore, settings: Settings) -> None:
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    hub = EventHub(
-        app[REDIS],
-        app[STORE].keys.events_channel,
-        queue_size=settings.ws_queue_size,
-        ping_interval=settings.pubsub_ping_seconds,
-        liveness_timeout=settings.pubsub_liveness_seconds,
-    )
+    hub = EventHub(app[REDIS], app[SETTINGS], channel=app[STORE].keys.events_channel)
     app[HUB] = hub
     async for _ in _background("event-listener", lambda app, stop: hub.run(stop))(app):
         yield
@@ -150,15 +139,7 @@ def _backends(app: web.Application, session: aiohttp.ClientSession) -> dict[str,
         "secure-sum": VectorSumBackend("secure-sum", app[VECTORS], app[OFFLOAD]),
     }
     if settings.smpc_coordinator_url:
-        backends["smpc"] = SmpcBackend(
-            session,
-            settings.smpc_coordinator_url,
-            request_timeout=settings.smpc_request_timeout_seconds,
-            poll_interval=settings.smpc_poll_interval_seconds,
-            max_poll_interval=settings.smpc_poll_max_interval_seconds,
-            callback_base=settings.public_base_url,
-            max_result_bytes=settings.smpc_max_result_bytes,
-        )
+        backends["smpc"] = SmpcBackend(session, settings)
     return backends
 
 

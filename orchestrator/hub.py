@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from orchestrator.aio import first, pause
 from orchestrator.backoff import Backoff
+from orchestrator.settings import Settings
 from orchestrator.store import UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -88,21 +89,13 @@ class _Unresponsive(Exception):
 
 class EventHub:
     def __init__(
-        self,
-        redis: aioredis.Redis,
-        channel: str,
-        *,
-        queue_size: int = 256,
-        ping_interval: float = 5.0,
-        liveness_timeout: float = 15.0,
-        max_backoff: float = 5.0,
-        linger: float = 30.0,
+        self, redis: aioredis.Redis, settings: Settings, *, channel: str, max_backoff: float = 5.0, linger: float = 30.0
     ) -> None:
         self.redis = redis
         self.channel = channel
-        self.queue_size = queue_size
-        self.ping_interval = ping_interval
-        self.liveness_timeout = liveness_timeout
+        self.queue_size = settings.ws_queue_size
+        self.ping_interval = settings.pubsub_ping_seconds
+        self.liveness_timeout = settings.pubsub_liveness_seconds
         self.max_backoff = max_backoff
         self.linger = linger
         self._by_job: dict[str, set[Subscription]] = {}

@@ -7,14 +7,16 @@ import logging
 import time
 
 from orchestrator.aio import pause
+from orchestrator.settings import Settings
 from orchestrator.store import JobStore, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
 
-async def run_janitor(store: JobStore, interval: float, stop: asyncio.Event) -> None:
-    """Expire stale jobs every ``interval`` seconds until ``stop`` is set. Replicas may race: the
+async def run_janitor(store: JobStore, settings: Settings, stop: asyncio.Event) -> None:
+    """Expire stale jobs every JANITOR_INTERVAL_SECONDS until ``stop`` is set. Replicas may race: the
     expire script announces each job's expiry once."""
+    interval = settings.janitor_interval_seconds
     while not stop.is_set():
         try:
             # Batches until the backlog is cleared (or a minute has gone), so expiry keeps up however

@@ -40,12 +40,10 @@ class MemoryGuard:
     new jobs are refused while used_memory is at or above ``fraction`` of the limit (Redis' maxmemory, or
     ``fallback_limit`` when Redis has none), or when a new job would take it there."""
 
-    def __init__(
-        self, redis: aioredis.Redis, *, fraction: float, fallback_limit: int = 0, interval: float = 1.0
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, settings: Settings, *, interval: float = 1.0) -> None:
         self.redis = redis
-        self.fraction = fraction
-        self.fallback_limit = fallback_limit
+        self.fraction = settings.max_redis_memory_fraction
+        self.fallback_limit = settings.max_redis_memory_bytes
         self.interval = interval
         self.used = 0
         self.limit = 0

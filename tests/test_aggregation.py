@@ -244,13 +244,10 @@ async def test_a_trigger_an_earlier_attempt_may_have_made_is_not_repeated(
     second = await store.start_attempt("re", "new-worker")
     assert second is not None and not second.triggered
     async with aiohttp.ClientSession() as session:
-        backend = SmpcBackend(
-            session,
-            client.app[SETTINGS].smpc_coordinator_url or "",
-            request_timeout=1,
-            poll_interval=0.05,
-            max_poll_interval=0.1,
+        settings = client.app[SETTINGS].with_overrides(
+            smpc_request_timeout_seconds=1, smpc_poll_interval_seconds=0.05, smpc_poll_max_interval_seconds=0.1
         )
+        backend = SmpcBackend(session, settings)
         outcome = await backend.aggregate(_Context(store, second, time.time() + 10))
     assert isinstance(outcome, Vector)
     assert coordinator.triggers.get("re", 0) == 0  # asked, found it known, polled: no second trigger

@@ -115,7 +115,7 @@ async def test_a_redis_the_guard_cannot_protect_is_said_once(
     dropped. Each is a warning, once."""
     raw = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
     try:
-        guard = MemoryGuard(raw, fraction=0.9)
+        guard = MemoryGuard(raw, Settings().with_overrides(max_redis_memory_fraction=0.9))
         for _ in range(3):
             assert await guard.sample()
         await raw.config_set("maxmemory", str(64 * 1024 * 1024))

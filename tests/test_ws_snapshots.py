@@ -144,7 +144,7 @@ async def test_sockets_resyncing_at_once_share_one_snapshot_read(make_client: Ca
 async def test_a_socket_newer_than_a_read_does_not_share_it() -> None:
     """A read that started before a socket subscribed may lack what changed before the socket's queue
     began: that socket reads afresh; one that subscribed before it may share it."""
-    hub = EventHub(None, "events")  # type: ignore[arg-type]
+    hub = EventHub(None, Settings(), channel="events")  # type: ignore[arg-type]
     release = asyncio.Event()
     reads: list[int] = []
 

@@ -24,37 +24,29 @@ from orchestrator.aggregation.backends import AttemptContext, Failed, Outcome, V
 from orchestrator.backoff import Backoff
 from orchestrator.models import Attempt
 from orchestrator.outbound import BodyTooLarge, read_body
+from orchestrator.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({408, 411, 425, 429, 500, 502, 503, 504})
-# The largest get-result body read by default (MAX_RESULT_BYTES): a vector of a million numbers fits.
-MAX_RESULT_BYTES = 32 * 1024 * 1024
 
 
 class SmpcBackend:
     name = "smpc"
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        base_url: str,
-        *,
-        request_timeout: float,
-        poll_interval: float,
-        max_poll_interval: float,
-        callback_base: str | None = None,
-        max_result_bytes: int = MAX_RESULT_BYTES,
-    ) -> None:
+    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+        if not settings.smpc_coordinator_url:
+            raise ValueError("the smpc backend needs SMPC_COORDINATOR_URL")
         self.session = session
-        self.base_url = base_url.rstrip("/")
-        self.request_timeout = request_timeout
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max_poll_interval
+        self.base_url = settings.smpc_coordinator_url.rstrip("/")
+        self.request_timeout = settings.smpc_request_timeout_seconds
+        self.poll_interval = settings.smpc_poll_interval_seconds
+        self.max_poll_interval = settings.smpc_poll_max_interval_seconds
         # Our own public base URL: when set, the coordinator is given a returnUrl to push the result to,
         # and polling it becomes the fallback.
+        callback_base = settings.public_base_url
         self.callback_base = callback_base.rstrip("/") if callback_base else None
-        self.max_result_bytes = max_result_bytes
+        self.max_result_bytes = settings.smpc_max_result_bytes
 
     async def aggregate(self, context: AttemptContext) -> Outcome:
         attempt = context.attempt

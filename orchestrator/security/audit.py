@@ -9,17 +9,18 @@ from typing import Any, cast
 
 from orchestrator import scripts
 from orchestrator.logconfig import info_fast
+from orchestrator.settings import Settings
 from orchestrator.store import JobStore
 
 logger = logging.getLogger("orchestrator.audit")
 
 
 class AuditLog:
-    def __init__(self, store: JobStore, max_entries: int) -> None:
+    def __init__(self, store: JobStore, settings: Settings) -> None:
         self.store = store
         self.redis = store.redis
         self.stream = store.keys.audit
-        self.max_entries = max_entries
+        self.max_entries = settings.audit_max_entries
 
     async def record(self, entry: dict[str, str]) -> None:
         async with self.store.guard("audit"):
