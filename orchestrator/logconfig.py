@@ -80,7 +80,8 @@ class LineQueueHandler(QueueHandler):
 
     def __init__(self, lines: queue.SimpleQueue[str], wake: threading.Event, drops: Drops, max_lines: int) -> None:
         super().__init__(lines)
-        self.setFormatter(LineFormatter())
+        self.line_formatter = LineFormatter()
+        self.setFormatter(self.line_formatter)
         self.lines = lines
         self.wake = wake
         self.drops = drops
@@ -97,6 +98,10 @@ class LineQueueHandler(QueueHandler):
             self.lines.put_nowait(record)
         else:
             self.drops.add()
+
+    def enqueue_line(self, created: float, level: str, component: str, message: str) -> None:
+        """A line as format() would make it of a record without exception or stack (info_fast's)."""
+        self.enqueue(self.line_formatter.line(created, level, component, message))
 
     def handle(self, record: logging.LogRecord) -> bool:
         # Not Handler.handle: the queue is thread-safe, so emit() needs no lock of the handler's.
@@ -197,6 +202,7 @@ class LineListener(QueueListener):
 
 
 _listener: LineListener | None = None
+_handler: LineQueueHandler | None = None
 _saved_flags: dict[str, Any] = {}
 _access_logger = logging.getLogger("orchestrator.access")
 # Per-record work the format does not use: the caller's frame, thread and process names. Switched off
@@ -211,10 +217,29 @@ def log_access(method: str, path: str, status: int, seconds: float) -> None:
 
 
 def info_fast(logger: logging.Logger, message: str) -> None:
-    """``logger.info(message)`` for the lines logged on every request: the record is made directly (no
-    caller lookup, no %-formatting) and goes through the logger's handlers like any other."""
-    if logger.isEnabledFor(logging.INFO):
+    """``logger.info(message)`` for the lines logged on every request: no caller lookup, no %-formatting.
+    When this service's handler is the one handler the line would reach, the handler takes the line
+    itself (a LogRecord costs more than the rest of the line); otherwise (a test's caplog, a filter, another
+    handler) a record goes through the logger's handlers like any other."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _handler
+    if handler is not None and _reaches_only(logger, handler):
+        handler.enqueue_line(time.time(), "INFO", logger.name.rsplit(".", 1)[-1], message)
+    else:
         logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, (), None))
+
+
+def _reaches_only(logger: logging.Logger, handler: logging.Handler) -> bool:
+    """Whether a record of ``logger`` would reach ``handler`` alone, unfiltered."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or any(h is not handler for h in current.handlers):
+            return False
+        if not current.propagate:
+            break
+        current = current.parent
+    return not handler.filters and handler.level <= logging.INFO
 
 
 def configure_logging(
@@ -223,7 +248,7 @@ def configure_logging(
     """Log to stderr and to a rotated file in ``log_dir``; returns the file's path, or None if it
     could not be opened (the service then logs to stderr only and says why). At most
     ``max_queued_lines`` wait for the writer; more are dropped, and counted in the log."""
-    global _listener
+    global _listener, _handler
     shutdown_logging()
     path: Path | None = Path(log_dir) / LOG_FILE
     problem = None
@@ -246,6 +271,7 @@ def configure_logging(
     handler._orchestrator = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     root.addHandler(handler)
+    _handler = handler
     root.setLevel(level)
     # aiohttp's own access log would duplicate ours.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -258,7 +284,8 @@ def configure_logging(
 
 def shutdown_logging() -> None:
     """Remove our handler, writing out what it still holds."""
-    global _listener
+    global _listener, _handler
+    _handler = None
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_orchestrator", False):

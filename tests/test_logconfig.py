@@ -162,3 +162,25 @@ def test_shutdown_puts_the_flags_back(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not logging.logThreads
     shutdown_logging()
     assert (logging.logThreads, logging._srcfile) == before
+
+
+def test_alone_our_handler_takes_a_fast_line_without_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recording(monkeypatch)
+    path = configure_logging(str(tmp_path), "INFO", max_bytes=1_000_000, backups=2)
+    assert path is not None
+    root = logging.getLogger()
+    # As in production: no caplog, no other handler on the way (pytest's own capture handlers are taken off).
+    monkeypatch.setattr(root, "handlers", [h for h in root.handlers if getattr(h, "_orchestrator", False)])
+    logger = logging.getLogger("orchestrator.api")
+
+    def no_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        raise AssertionError("the fast path made a LogRecord")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(logger, "makeRecord", no_record)
+        info_fast(logger, "Client c done for job j (doneCount=1/2)")
+    logger.info("Client c done for job j (doneCount=1/2)")
+    shutdown_logging()
+    fast, slow = path.read_text().splitlines()
+    # The same line but for the milliseconds of its time.
+    assert fast.split(" ", 2)[2] == slow.split(" ", 2)[2]
