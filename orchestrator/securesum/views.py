@@ -12,7 +12,7 @@ from orchestrator.errors import CONFLICT_CODES, Conflict, JobNotFound, Validatio
 from orchestrator.quotas import job_quota_exceeded, with_creation_quotas
 from orchestrator.securesum.vectors import key_layout
 from orchestrator.security.actors import request_actor
-from orchestrator.security.policy import AUDIT_OUTCOME, principal, require_scoped_writer, require_self
+from orchestrator.security.policy import AUDIT_OUTCOME, authorise_write
 from orchestrator.store import now_ms
 from orchestrator.typedefs import MEMORY, OFFLOAD, SETTINGS, VECTORS
 from orchestrator.validation import validate_id
@@ -30,8 +30,7 @@ async def register_key(request: web.Request) -> web.Response:
     # A large schema is parsed and laid out in a worker process, off the event loop.
     offload = request.app[OFFLOAD]
     req = await offload.run(len(body), parse_key_body, job_id, body, now_ms())
-    require_self(request, req.client_id)
-    require_scoped_writer(principal(request))
+    authorise_write(request, req.client_id, job_id)
     req, layout_error = await key_layout(offload, req, settings)
     req, creation_error = with_creation_quotas(req, layout_error, settings, request.app[MEMORY])
     result = await request.app[VECTORS].register_key(req, request_actor(request))

@@ -36,7 +36,7 @@ Id = Annotated[
     ),
 ]
 # Numeric strings are accepted because some clients serialise every field as a string: their patterns say
-# the same range as the integers' (a final newline, which Python's $ lets through, is refused by _digits).
+# the same range as the integers' (a final newline, which Python's $ lets through, is refused by values.whole_number).
 TotalClients = Annotated[int, Meta(ge=1, le=MAX_TOTAL_CLIENTS)]
 TotalDigits = Annotated[str, Meta(pattern="^(0{0,6}[1-9][0-9]{0,4}|0?100000)$", max_length=7)]
 KeyTotal = Annotated[int, Meta(ge=2, le=MAX_TOTAL_CLIENTS)]
