@@ -22,6 +22,8 @@ setup(
         "aiofiles>=23.2",
         # Key agreement, key derivation and the mask keystreams of the secure sum; bearer tokens.
         "cryptography>=43",
+        # Shamir's secret sharing (GF(2^128)) of the dropout-tolerant secure sum's keys and self-mask seeds.
+        "pycryptodome>=3.20",
         "numpy>=1.26",
         "PyJWT[crypto]>=2.10",
         # The typed model of the API (orchestrator/wire/): decoding, validation and the OpenAPI schemas.
