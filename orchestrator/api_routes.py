@@ -31,7 +31,7 @@ from orchestrator.route_spec import (
 )
 from orchestrator.wire import responses as r
 from orchestrator.wire.events import AllSocketMessage, JobSocketMessage
-from orchestrator.wire.requests import CallbackBody, CancelBody, KeyBody, UpdateBody
+from orchestrator.wire.requests import CallbackBody, CancelBody, KeyBody, SharesBody, UnmaskBody, UpdateBody
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/", "views:index", "Service name, version and links", {200: Reply("The service.", r.Index)}),
@@ -104,6 +104,24 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "POST",
+        "/api/jobs/{jobId}/close",
+        "views:close_job",
+        "Close collection now, by the deadline's rule (admins)",
+        {
+            200: Reply(
+                "Closed: with at least minClients reported the job aggregates them, with fewer it FAILED; a secure "
+                "sum closed its round in progress (the same rule) and opened the next.",
+                r.CloseResponse,
+            ),
+            **JOB_READ,
+            409: Reply("The job is no longer collecting."),
+        },
+        body={JSON: CancelBody},
+        body_required=False,
+        params=(JOB_ID,),
+    ),
+    Route(
+        "POST",
         "/api/jobs/{jobId}/keys",
         "securesum.views:register_key",
         "Register a client's X25519 public key for a secure-sum job (the first creates the job)",
@@ -138,6 +156,58 @@ ROUTES: tuple[Route, ...] = (
             **JOB_READ,
             409: Reply("Not a secure-sum job."),
         },
+        params=(JOB_ID,),
+    ),
+    Route(
+        "POST",
+        "/api/jobs/{jobId}/shares",
+        "securesum.views:post_shares",
+        "The shares round of a secure sum: a client's share bundles, one sealed for each member of the keys round",
+        {
+            200: Reply("These very bundles were posted before (nothing changed).", r.RoundAnswer),
+            201: Reply("Kept for their recipients.", r.RoundAnswer),
+            400: ERROR,
+            **JOB_READ,
+            409: Reply("Not in the shares round, other bundles posted before, or the client was dropped."),
+            413: ERROR,
+            415: ERROR,
+        },
+        body={JSON: SharesBody},
+        params=(JOB_ID,),
+    ),
+    Route(
+        "GET",
+        "/api/jobs/{jobId}/shares/{clientId}",
+        "securesum.views:get_shares",
+        "The share bundles sealed for one client by the members of U2 (once the shares round closed)",
+        {200: Reply("The bundles.", r.ShareInbox), **JOB_READ, 409: Reply("The shares round is still open.")},
+        params=(JOB_ID, Param("clientId", str, where="path", required=True)),
+    ),
+    Route(
+        "GET",
+        "/api/jobs/{jobId}/unmask",
+        "securesum.views:get_unmask",
+        "What the unmask round of a secure sum asks each survivor",
+        {200: Reply("The survivors and the dropped.", r.UnmaskRequest), **JOB_READ, 409: Reply("Not there yet.")},
+        params=(JOB_ID,),
+    ),
+    Route(
+        "POST",
+        "/api/jobs/{jobId}/unmask",
+        "securesum.views:post_unmask",
+        "A survivor's shares for the unmask round",
+        {
+            200: Reply("This very answer was posted before (nothing changed).", r.RoundAnswer),
+            201: Reply(
+                "Kept; the job aggregates once every survivor answered (or at the round's deadline).", r.RoundAnswer
+            ),
+            400: ERROR,
+            **JOB_READ,
+            409: Reply("Not in the unmask round, another answer posted before, or the client sent no counted input."),
+            413: ERROR,
+            415: ERROR,
+        },
+        body={JSON: UnmaskBody},
         params=(JOB_ID,),
     ),
     Route(

@@ -29,7 +29,7 @@ from orchestrator.quotas import MemoryGuard
 from orchestrator.results.worker import DeliveryService
 from orchestrator.routes import setup_routes
 from orchestrator.securesum.backend import VectorSumBackend
-from orchestrator.securesum.store import VectorStore
+from orchestrator.securesum.store import RoundStore, VectorStore
 from orchestrator.security.audit import AuditLog
 from orchestrator.security.guard import guard
 from orchestrator.security.tokens import Authenticator
@@ -44,6 +44,7 @@ from orchestrator.typedefs import (
     METRICS,
     OFFLOAD,
     REDIS,
+    ROUNDS,
     SETTINGS,
     SOCKETS,
     STORE,
@@ -100,6 +101,7 @@ async def _redis_ctx(app: web.Application, redis: aioredis.Redis | None) -> Asyn
     app[STORE] = JobStore(client, settings, metrics=app[METRICS])
     app[MEMORY] = MemoryGuard(client, settings)
     app[VECTORS] = VectorStore(app[STORE])
+    app[ROUNDS] = RoundStore(app[STORE])
     app[AUDIT] = AuditLog(app[STORE], settings)
     logger.info("%s %s starting with %s", SERVICE_NAME, __version__, settings.public_dict())
     await _check_redis(app[STORE], settings)
@@ -136,7 +138,7 @@ def _backends(app: web.Application, session: aiohttp.ClientSession) -> dict[str,
     backends: dict[str, Backend] = {
         "none": NoneBackend(),
         "sum": VectorSumBackend("sum", app[VECTORS], app[OFFLOAD]),
-        "secure-sum": VectorSumBackend("secure-sum", app[VECTORS], app[OFFLOAD]),
+        "secure-sum": VectorSumBackend("secure-sum", app[VECTORS], app[OFFLOAD], app[ROUNDS]),
     }
     if settings.smpc_coordinator_url:
         backends["smpc"] = SmpcBackend(session, settings)

@@ -20,7 +20,7 @@ from orchestrator.wire.values import check_vector
 
 _JSON_TYPES = {"application/json"}
 # What an update sent as application/octet-stream carries in its query string (the body is the vector).
-_QUERY_FIELDS = ("jobId", "clientId", "totalClients", "aggregation")
+_QUERY_FIELDS = ("jobId", "clientId", "totalClients", "aggregation", "minClients")
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

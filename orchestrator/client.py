@@ -25,6 +25,8 @@ from orchestrator.backoff import Backoff, retry_after_seconds
 logger = logging.getLogger(__name__)
 
 FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+# A secure sum's rounds, in order (GET /api/jobs/{jobId}/keys says which is in progress).
+_ROUNDS = ("keys", "shares", "inputs", "unmask", "done")
 _RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 
 
@@ -120,36 +122,100 @@ class OrchestratorClient:
         public_key: str,
         schema: list[dict[str, Any]] | None = None,
         *,
+        encryption_key: str,
         max_rows: int | None = None,
+        min_clients: int | None = None,
+        round_timeout: float | None = None,
+        deadline: str | float | None = None,
     ) -> dict[str, Any]:
-        """Register this client's X25519 public key (base64) for a secure-sum job."""
-        body: dict[str, Any] = {"clientId": client_id, "totalClients": total_clients, "publicKey": public_key}
-        if schema is not None:
-            body["schema"] = schema
-        if max_rows is not None:
-            body["maxRows"] = max_rows
-        return await self._request("POST", f"/api/jobs/{quote(job_id, safe='')}/keys", json_body=body)
+        """Register this client's two X25519 public keys (base64) for a secure-sum job: ``public_key`` for
+        mask agreement, ``encryption_key`` for the share bundles its peers seal for it. The first
+        registration creates the job (with ``schema``, ``min_clients``, ``round_timeout``, ``deadline``)."""
+        body: dict[str, Any] = {
+            "clientId": client_id,
+            "totalClients": total_clients,
+            "publicKey": public_key,
+            "encryptionKey": encryption_key,
+        }
+        optional = {
+            "schema": schema,
+            "maxRows": max_rows,
+            "minClients": min_clients,
+            "roundTimeout": round_timeout,
+            "deadline": deadline,
+        }
+        body |= {name: value for name, value in optional.items() if value is not None}
+        return await self._request("POST", f"{self._job(job_id)}/keys", json_body=body)
 
     async def keys(self, job_id: str) -> dict[str, Any]:
-        """The key round of a secure-sum job: ``complete``, and ``keys`` as [{clientId, publicKey}]."""
-        return await self._request("GET", f"/api/jobs/{quote(job_id, safe='')}/keys")
+        """The rounds of a secure-sum job: ``round``, ``participants`` (U1, once the keys round closed),
+        ``keys`` as [{clientId, publicKey, encryptionKey}]."""
+        return await self._request("GET", f"{self._job(job_id)}/keys")
 
-    async def wait_for_keys(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the documented API
-        """Wait for the job's key round to complete (following events) and return it."""
+    async def post_shares(self, job_id: str, client_id: str, shares: dict[str, bytes]) -> dict[str, Any]:
+        """Post this client's sealed share bundles (recipient -> bundle), one for every member of U1."""
+        bundles = [{"to": to, "ciphertext": base64.b64encode(b).decode("ascii")} for to, b in sorted(shares.items())]
+        return await self._request(
+            "POST", f"{self._job(job_id)}/shares", json_body={"clientId": client_id, "shares": bundles}
+        )
+
+    async def shares_for(self, job_id: str, client_id: str) -> dict[str, Any]:
+        """The bundles sealed for ``client_id`` by the members of U2 (``sharers``), once the shares round closed."""
+        return await self._request("GET", f"{self._job(job_id)}/shares/{quote(client_id, safe='')}")
+
+    async def unmask_request(self, job_id: str) -> dict[str, Any]:
+        """What the unmask round asks: ``survivors`` (seed shares wanted) and ``dropped`` (key shares wanted)."""
+        return await self._request("GET", f"{self._job(job_id)}/unmask")
+
+    async def post_unmask(
+        self,
+        job_id: str,
+        client_id: str,
+        seed_shares: dict[str, tuple[int, bytes]],
+        key_shares: dict[str, tuple[int, bytes]],
+    ) -> dict[str, Any]:
+        """Answer the unmask round with this client's shares (peer -> (index, value))."""
+
+        def entries(shares: dict[str, tuple[int, bytes]]) -> list[dict[str, Any]]:
+            return [
+                {"of": of, "index": index, "value": base64.b64encode(value).decode("ascii")}
+                for of, (index, value) in sorted(shares.items())
+            ]
+
+        body = {"clientId": client_id, "selfMaskShares": entries(seed_shares), "keyShares": entries(key_shares)}
+        return await self._request("POST", f"{self._job(job_id)}/unmask", json_body=body)
+
+    async def close_job(self, job_id: str) -> dict[str, Any]:
+        """Close the job's collection (its secure-sum round in progress) now, by the deadline's rule (admins)."""
+        return await self._request("POST", f"{self._job(job_id)}/close")
+
+    async def wait_for_round(self, job_id: str, after: str, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the documented API
+        """Wait until the secure-sum round ``after`` (keys, shares, inputs, unmask) has closed, following
+        events, and return the job's rounds (as keys()); OrchestratorError if the job ends before (FAILED,
+        CANCELLED: its reason), JobNotFoundError if it expired."""
+        target = _ROUNDS.index(after)
         async with asyncio.timeout(timeout):
-            round_ = await self.keys(job_id)
-            if round_["complete"]:
-                return round_
+            rounds = await self.keys(job_id)
+            if _ROUNDS.index(rounds["round"]) > target:
+                return rounds
             async for event in self.watch(job_id):
                 if event.get("type") == "job.expired" or (event.get("type") == "snapshot" and not event.get("job")):
                     raise JobNotFoundError(404, "job_not_found", f"job {job_id} expired or vanished")
                 job = event.get("job") or {}
                 status = event.get("status") or job.get("status")
-                if event.get("type") == "keys.complete" or (job.get("keyRound") or {}).get("complete"):
-                    return await self.keys(job_id)
-                if status in FINAL_STATUSES:
-                    raise OrchestratorError(409, "job_not_collecting", f"job {job_id} is {status}")
+                if status in FINAL_STATUSES and status != "COMPLETED":
+                    reason = event.get("reason") or job.get("failureReason") or ""
+                    raise OrchestratorError(409, "job_not_collecting", f"job {job_id} is {status}: {reason}")
+                if event.get("type") in ("round.closed", "snapshot", "job.aggregating", "job.completed"):
+                    rounds = await self.keys(job_id)
+                    if _ROUNDS.index(rounds["round"]) > target or rounds["status"] in FINAL_STATUSES:
+                        if rounds["status"] in FINAL_STATUSES - {"COMPLETED"}:
+                            raise OrchestratorError(409, "job_not_collecting", f"job {job_id} is {rounds['status']}")
+                        return rounds
         raise AssertionError("watch() does not end")  # pragma: no cover
+
+    def _job(self, job_id: str) -> str:
+        return f"/api/jobs/{quote(job_id, safe='')}"
 
     async def status(self, job_id: str) -> dict[str, Any]:
         """The job's status in the original shape (``status``, ``message``, ``progress``, ``jobInfo``...)."""

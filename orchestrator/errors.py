@@ -104,4 +104,10 @@ class Forbidden(ApiError):
 
 
 # A job that exists with other settings than a request's: the field that differs -> the error code.
-CONFLICT_CODES = {"totalClients": "total_clients_mismatch", "schema": "schema_mismatch", "maxRows": "max_rows_mismatch"}
+CONFLICT_CODES = {
+    "totalClients": "total_clients_mismatch",
+    "schema": "schema_mismatch",
+    "maxRows": "max_rows_mismatch",
+    "minClients": "min_clients_mismatch",
+    "roundTimeout": "round_timeout_mismatch",
+}

@@ -51,6 +51,46 @@ class Keys:
         """Hash clientId -> the client's (masked) statistics vector, little-endian uint64 bytes."""
         return f"{self.prefix}job:{{{job_id}}}:vectors"
 
+    def sharers(self, job_id: str) -> str:
+        """Hash clientId -> digest of its share post: who completed a secure sum's shares round (U2)."""
+        return f"{self.prefix}job:{{{job_id}}}:sharers"
+
+    def shares(self, job_id: str) -> str:
+        """Hash '<to>/<from>' -> the share bundle ``from`` encrypted for ``to`` (the service cannot read it)."""
+        return f"{self.prefix}job:{{{job_id}}}:shares"
+
+    def unmask(self, job_id: str) -> str:
+        """Hash clientId -> its unmasking answer (JSON: its shares of the survivors' self-mask seeds and of the
+        dropped clients' mask keys), kept only until the job finishes."""
+        return f"{self.prefix}job:{{{job_id}}}:unmask"
+
+    def dropped(self, job_id: str) -> str:
+        """Hash clientId -> the round at which a secure sum dropped it."""
+        return f"{self.prefix}job:{{{job_id}}}:dropped"
+
+    def protocol_keys(self, job_id: str) -> list[str]:
+        """What a secure sum keeps only while it runs: the vectors, the shares, the unmasking answers
+        (deleted when the job finishes, fails or is cancelled)."""
+        return [self.vectors(job_id), self.sharers(job_id), self.shares(job_id), self.unmask(job_id)]
+
+    def round_keys(self, job_id: str) -> dict[str, str]:
+        """The keys a script that may close a round of a secure sum (lib/rounds.lua) declares, by name."""
+        return {
+            **self.job_keys(job_id),
+            "public_keys": self.public_keys(job_id),
+            "sharers": self.sharers(job_id),
+            "unmask": self.unmask(job_id),
+            "dropped": self.dropped(job_id),
+            "vectors": self.vectors(job_id),
+            "shares": self.shares(job_id),
+            "in_progress": self.jobs_by_status(JobStatus.IN_PROGRESS),
+            "aggregating": self.jobs_by_status(JobStatus.AGGREGATING),
+            "failed": self.jobs_by_status(JobStatus.FAILED),
+            "deadlines": self.jobs_by_deadline,
+            "updated": self.jobs_by_updated,
+            "queue": self.aggregation_queue,
+        }
+
     def job_keys(self, job_id: str) -> dict[str, str]:
         """The job's own keys, by the names the scripts declare them under (orchestrator.scripts)."""
         return {

@@ -59,6 +59,8 @@ class UpdateRequest:
     # SHA-1 of schema_json, what the scripts compare schemas by: computed where the body is parsed (a worker
     # process, for a large one); '' when there is no schema or nobody computed it (the store then does).
     schema_digest: str = ""
+    # k of n: how many clients' reports the job needs at its deadline (None: totalClients, or as stored).
+    min_clients: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,11 @@ class KeyRequest:
     max_rows_declared: bool = False
     creation_refusal: str = ""
     schema_digest: str = ""
+    # The second X25519 key (canonical base64): peers encrypt their shares for this client to it.
+    encryption_key: str = ""
+    # The threshold k of the secure sum (None: as stored; totalClients for a new job) and each round's timeout.
+    min_clients: int | None = None
+    round_timeout_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,18 @@ class Job:
     key_count: int = 0
     # Random per job instance ('' for a job stored before instances existed).
     instance_id: str = ""
+    # k of n, and when collection (a secure sum: its keys round) closes.
+    min_clients: int = 0
+    deadline_at_ms: int | None = None
+    closed_by: str | None = None
+    # A secure sum's rounds: the one in progress (keys, shares, inputs, unmask, done), when it closes, and
+    # who took part in each: U1 (key registrants), U2 (share posters), the unmask answers; the dropped.
+    round: str | None = None
+    round_deadline_ms: int | None = None
+    participants: list[str] = field(default_factory=list)
+    sharers: list[str] = field(default_factory=list)
+    unmasked: list[str] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_redis(cls, raw: dict[str, str], client_times: dict[str, str] | None = None) -> Job:
@@ -174,6 +193,11 @@ class Job:
             max_rows=_int_or_none(raw.get("maxRows")),
             key_count=int(raw.get("keyCount") or 0),
             instance_id=raw.get("instance") or "",
+            min_clients=int(raw.get("minClients") or raw["totalClients"]),
+            deadline_at_ms=_int_or_none(raw.get("deadlineAt")),
+            closed_by=raw.get("closedBy") or None,
+            round=raw.get("round") or None,
+            round_deadline_ms=_int_or_none(raw.get("roundDeadlineAt")) or None,
         )
 
     @classmethod
@@ -230,7 +254,11 @@ class Attempt:
     # The job's schema as stored (canonical JSON, '' for none): parsed only by what needs it, since a schema
     # may be megabytes (the summed-vector backends lay it out in a worker process).
     schema_json: str
+    # The contributors: the clients whose data the aggregate holds (every reporter; U3 of a secure sum).
     clients: list[str]
+    total_clients: int = 0
+    # Clients known by id that are not contributors (a secure sum's key registrants that dropped out).
+    missing: list[str] = field(default_factory=list)
 
     @property
     def features(self) -> tuple[Feature, ...]:

@@ -28,6 +28,30 @@ _QUOTA_KEYS = {
     "ip_jobs?": "the IP's job counter (left out: not limited)",
 }
 
+# The keys of a script that may close a round of a secure sum or a collection (lib/rounds.lua; Keys.round_keys).
+ROUND_KEYS = {
+    "job": "job hash",
+    "clients": "updatedClients set (a secure sum's U3: the clients whose input is counted)",
+    "times": "clientTimes hash ('<ms>:<ordinal>')",
+    "events": "events list",
+    "public_keys": "the job's public keys hash (clientId -> '<mask key> <encryption key>'; U1)",
+    "sharers": "the clients that posted their shares (clientId -> digest; U2)",
+    "unmask": "the unmask round's answers (clientId -> JSON)",
+    "dropped": "the clients a secure sum dropped (clientId -> round)",
+    "vectors": "the job's vectors hash (clientId -> bytes)",
+    "shares": "the encrypted share bundles ('<to>/<from>' -> bytes)",
+    "in_progress": "status index IN_PROGRESS",
+    "aggregating": "status index AGGREGATING",
+    "failed": "status index FAILED",
+    "deadlines": "jobs:deadlines (the next deadline of each IN_PROGRESS job: its collection's or its round's)",
+    "updated": "jobs:updated",
+    "queue": "aggregation queue stream",
+}
+_QUORUM = {
+    "min_clients": "minClients of a job this call creates (k; totalClients when not declared)",
+    "min_clients_declared": "'1' when the request declares minClients (then it must equal the job's)",
+}
+
 RATE_LIMIT = Script(
     "rate_limit",
     uses=("rate",),
@@ -38,21 +62,11 @@ RATE_LIMIT = Script(
 
 UPDATE = Script(
     "update",
-    uses=("emit", "create", "rate"),
+    uses=("emit", "create", "rate", "rounds"),
     keys={
-        "job": "job hash",
-        "clients": "updatedClients set",
-        "times": "clientTimes hash ('<ms>:<ordinal>')",
-        "events": "events list",
+        **ROUND_KEYS,
         "created": "jobs:created",
-        "updated": "jobs:updated",
-        "in_progress": "status index IN_PROGRESS",
-        "aggregating": "status index AGGREGATING",
-        "queue": "aggregation queue stream",
-        "deadlines": "jobs:deadlines (collection deadlines of IN_PROGRESS jobs)",
         "tomb": "the job's tombstone (a new job of an expired one's id carries on from its last version)",
-        "public_keys": "the job's public keys hash (clientId -> key)",
-        "vectors": "the job's vectors hash (clientId -> bytes)",
         "client_rate": "the client's rate counter",
         "ip_rate": "the IP's rate counter",
         "audit": "the audit stream",
@@ -81,6 +95,7 @@ UPDATE = Script(
         "role": "audit: role",
         "ip": "audit: IP",
         "instance": "a fresh random instance id, kept if this update creates the job",
+        **_QUORUM,
     },
     config={
         "ttl": "key TTL (ms)",
@@ -91,9 +106,11 @@ UPDATE = Script(
         **_JOB_QUOTAS,
     },
     returns="{outcome, created, triggered, status, doneCount, totalClients, version, detail}; outcome: "
-    "'recorded' | 'duplicate' (client already counted, nothing changed) | 'conflict' (totalClients, schema or "
-    "maxRows differ from the job's; detail names which) | 'closed' (job not collecting) | 'refused' (detail: "
+    "'recorded' | 'duplicate' (client already counted, nothing changed) | 'conflict' (totalClients, schema, "
+    "maxRows or minClients differ from the job's; detail names which) | 'closed' (job not collecting) | "
+    "'refused' (detail: "
     "vector_required, vector_not_expected, vector_length_mismatch:<length>, keys_incomplete, not_a_participant, "
+    "round_not_open, client_dropped, "
     "schema_required, or the creation refusal; nothing changed) | 'rate_limited' (detail: milliseconds until "
     "the window ends; nothing changed) | 'quota_exceeded' (this update would create a job past a job quota; "
     "detail as for rate_limited)",
@@ -101,16 +118,11 @@ UPDATE = Script(
 
 REGISTER_KEY = Script(
     "register_key",
-    uses=("emit", "create", "rate"),
+    uses=("emit", "create", "rate", "rounds"),
     keys={
-        "job": "job hash",
-        "events": "events list",
-        "public_keys": "the job's public keys hash (clientId -> base64 key)",
+        **ROUND_KEYS,
         "created": "jobs:created",
-        "in_progress": "status index IN_PROGRESS",
-        "deadlines": "jobs:deadlines",
         "tomb": "the job's tombstone",
-        "updated": "jobs:updated",
         **_QUOTA_KEYS,
     },
     argv={
@@ -122,21 +134,25 @@ REGISTER_KEY = Script(
         "deadline": "collection deadline (epoch ms)",
         "vector_length": "vectorLength ('' when no schema came)",
         "max_rows": "maxRows",
-        "public_key": "the public key (canonical base64)",
+        "public_key": "the mask-agreement public key (canonical base64)",
+        "encryption_key": "the share-encryption public key (canonical base64)",
+        "round_timeout": "roundTimeout of a job this call creates (ms)",
+        "round_timeout_declared": "'1' when the request declares roundTimeout (then it must equal the job's)",
         "schema_digest": "SHA-1 of the schema ('' when no schema)",
         "max_rows_declared": "'1' when the request declares maxRows (then it must equal the job's)",
         "creation_refusal": "why this request may not create the job ('' when it may: overflow_risk, "
         "job_too_large, storage_full)",
         "instance": "a fresh random instance id, kept if this request creates the job",
+        **_QUORUM,
     },
     config=_JOB_QUOTAS,
     returns="{outcome, created, keyCount, totalClients, version, status, detail[, instance id]} (the instance "
     "id when the key is registered: a client binds its key file and its masks to it); outcome: 'registered' | "
     "'duplicate' (this very key was registered before: nothing changes) | 'replaced' (another key of this "
     "client, before the round completed: nobody can have used the old one) | 'conflict' (detail: totalClients, "
-    "schema, maxRows) | 'closed' (not collecting) | 'refused' (detail: schema_required, not_secure_sum, "
-    "key_conflict, keys_complete, or the creation refusal) | 'quota_exceeded' (detail: milliseconds until the "
-    "quota's window ends)",
+    "schema, maxRows, minClients, roundTimeout) | 'closed' (not collecting) | 'refused' (detail: schema_required, "
+    "not_secure_sum, key_conflict, keys_complete (the keys round is closed), or the creation refusal) "
+    "| 'quota_exceeded' (detail: milliseconds until the quota's window ends)",
 )
 
 EXPIRE = Script(
@@ -150,6 +166,10 @@ EXPIRE = Script(
         "deliveries": "deliveries",
         "public_keys": "public keys",
         "vectors": "vectors",
+        "sharers": "sharers",
+        "shares": "share bundles",
+        "unmask": "unmask answers",
+        "dropped": "dropped clients",
         "indexes*": "jobs:created, jobs:updated, jobs:deadlines and one status index per JobStatus",
     },
     argv={
@@ -175,7 +195,7 @@ FINISH = Script(
         "times": "clientTimes",
         "deliveries": "deliveries hash",
         "delivery_queue": "delivery stream",
-        "vectors": "the job's vectors (dropped: no longer needed)",
+        "protocol*": "what only the aggregation needed (Keys.protocol_keys: vectors, shares, unmask answers): deleted",
     },
     argv={
         "job_id": "jobId",
@@ -203,7 +223,7 @@ CANCEL = Script(
         "clients": "updatedClients",
         "times": "clientTimes",
         "deadlines": "jobs:deadlines",
-        "vectors": "the job's vectors (dropped)",
+        "protocol*": "what only the aggregation needed (Keys.protocol_keys): deleted",
     },
     argv={"job_id": "jobId", "reason": "reason", **_CHANGE},
     returns="{outcome, status, version}: outcome 'cancelled' (this call did it), 'already' (cancelled before: "
@@ -212,10 +232,11 @@ CANCEL = Script(
 
 START_ATTEMPT = Script(
     "start_attempt",
-    keys={"job": "job hash", "clients": "updatedClients"},
+    keys={"job": "job hash", "clients": "updatedClients", "public_keys": "public keys (the clients known by id)"},
     argv={"worker": "the worker taking it (for diagnostics)", "now_ms": "now (epoch ms)"},
     returns="{0} when the job is not AGGREGATING (nothing to do), else {1, attempt, aggregatingAt, "
-    "coordinatorTriggeredAt or '', aggregation backend or '', schema or '', client ids...}",
+    "coordinatorTriggeredAt or '', aggregation backend or '', schema or '', totalClients, n, the n contributors' "
+    "ids..., the ids of the clients known by id (key registrants)...}",
 )
 
 MARK_TRIGGERED = Script(
@@ -225,23 +246,45 @@ MARK_TRIGGERED = Script(
     returns="1 when recorded, 0 when the attempt no longer owns the job",
 )
 
-FAIL_OVERDUE_COLLECTION = Script(
-    "fail_overdue_collection",
-    uses=("emit",),
-    keys={
-        "job": "job hash",
-        "events": "events list",
-        "in_progress": "status index IN_PROGRESS",
-        "failed": "status index FAILED",
-        "updated": "jobs:updated",
-        "clients": "updatedClients",
-        "times": "clientTimes",
-        "deadlines": "jobs:deadlines",
-        "vectors": "the job's vectors (dropped)",
+CLOSE_COLLECTION = Script(
+    "close_collection",
+    uses=("emit", "rounds"),
+    keys=ROUND_KEYS,
+    argv={
+        "job_id": "jobId",
+        "by": "'deadline' (the sweeper: only when due) | 'admin' (POST /api/jobs/{jobId}/close)",
+        "reason": "the failure reason's prefix",
+        **_CHANGE,
     },
-    argv={"job_id": "jobId", "reason": "reason prefix", **_CHANGE},
-    returns="{1, version} when this call failed the job, else {0, version} (not IN_PROGRESS any more, or its "
-    "deadline is later than now)",
+    returns="{1, outcome, status, version} when this call closed the collection (outcome 'aggregating', 'failed', "
+    "or 'next' when a secure sum's round closed and the next opened), else {0, 'not_collecting' | 'not_due', "
+    "status, version}",
+)
+
+_ROUND_ANSWER = {"job_id": "jobId", "client_id": "clientId"}
+
+POST_SHARES = Script(
+    "post_shares",
+    uses=("emit", "rounds"),
+    keys=ROUND_KEYS,
+    argv={
+        **_ROUND_ANSWER,
+        "digest": "SHA-256 of the post (a repeat of the same post is recognised by it)",
+        **_CHANGE,
+        "pairs*": "recipient id, bundle, recipient id, bundle, ... (one per member of U1)",
+    },
+    returns="{outcome, status, version, count, expected, detail}: outcome 'posted' | 'duplicate' | 'closed' | "
+    "'missing' | 'refused' (detail: not_secure_sum, not_a_participant, shares_conflict, round_not_open, "
+    "client_dropped, shares_incomplete)",
+)
+
+POST_UNMASK = Script(
+    "post_unmask",
+    uses=("emit", "rounds"),
+    keys=ROUND_KEYS,
+    argv={**_ROUND_ANSWER, "answer": "the answer (canonical JSON, checked by the caller)", **_CHANGE},
+    returns="{outcome, status, version, count, expected, detail}: as post_shares (detail: not_secure_sum, "
+    "unmask_conflict, round_not_open, client_dropped)",
 )
 
 PREPARE_TRIGGER = Script(
@@ -299,7 +342,9 @@ ALL = (
     CANCEL,
     START_ATTEMPT,
     MARK_TRIGGERED,
-    FAIL_OVERDUE_COLLECTION,
+    CLOSE_COLLECTION,
+    POST_SHARES,
+    POST_UNMASK,
     PREPARE_TRIGGER,
     STORE_CALLBACK,
     DELIVERY_UPDATE,

@@ -51,6 +51,7 @@ def status_body(job: Job) -> dict[str, Any]:
         "progress": progress,
         "version": job.version,
         "instanceId": job.instance_id,
+        "minClients": job.min_clients,
         "jobInfo": {
             "totalClients": job.total_clients,
             "doneCount": job.done_count,
@@ -74,6 +75,9 @@ def status_body(job: Job) -> dict[str, Any]:
             "completedAt": iso_ms(job.completed_at_ms or job.updated_at_ms),
             "doneCount": job.done_count,
         }
+        for name in ("contributors", "missingClients", "missingCount"):
+            if name in result:
+                body[name] = result[name]
     return body
 
 
@@ -118,10 +122,39 @@ def job_detail(job: Job) -> dict[str, Any]:
         "deliveries": job.deliveries,
         "aggregation": job.aggregation,
         "instanceId": job.instance_id,
+        "minClients": job.min_clients,
+        "deadline": iso_ms(job.deadline_at_ms),
+        "participation": participation(job),
         **({"keyRound": key_round(job)} if job.aggregation == "secure-sum" else {}),
     }
 
 
+def participation(job: Job) -> dict[str, Any]:
+    """Who the job (its round in progress, for a secure sum) waits for and until when, and who dropped out:
+    what a client app or the dashboard shows as "waiting for X, Y until T"."""
+    reported = sorted(c.client_id for c in job.clients)
+    expected: list[str] | None = None
+    answered = reported
+    if job.aggregation == "secure-sum" and job.round:
+        rounds = {"shares": (job.participants, job.sharers), "inputs": (job.sharers, reported)}
+        rounds["unmask"] = (reported, job.unmasked)
+        expected, answered = rounds.get(job.round, (None, job.participants if job.round == "keys" else reported))
+    open_ = job.status is JobStatus.IN_PROGRESS
+    waiting = sorted(set(expected) - set(answered)) if expected is not None and open_ else []
+    return {
+        "minClients": job.min_clients,
+        "round": (job.round or "collect") if open_ else "done",
+        "roundDeadline": iso_ms(job.round_deadline_ms) if open_ else None,
+        "deadline": iso_ms(job.deadline_at_ms),
+        "expected": expected,
+        "answered": answered,
+        "waitingFor": waiting,
+        "waitingCount": len(waiting) if expected is not None else max(job.total_clients - len(answered), 0) * open_,
+        "dropped": [{"clientId": c, "round": r} for c, r in sorted(job.dropped.items())],
+        "closedBy": job.closed_by,
+    }
+
+
 def key_round(job: Job) -> dict[str, Any]:
-    complete = job.key_count >= job.total_clients
+    complete = job.key_count >= job.total_clients or job.round not in (None, "keys")
     return {"keyCount": job.key_count, "totalClients": job.total_clients, "complete": complete}

@@ -9,7 +9,7 @@ from orchestrator.hub import EventHub
 from orchestrator.metrics import Metrics
 from orchestrator.offload import Offloader
 from orchestrator.quotas import MemoryGuard
-from orchestrator.securesum.store import VectorStore
+from orchestrator.securesum.store import RoundStore, VectorStore
 from orchestrator.security.audit import AuditLog
 from orchestrator.security.tokens import Authenticator
 from orchestrator.settings import Settings
@@ -22,6 +22,7 @@ STORE = web.AppKey("store", JobStore)
 METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", EventHub)
 VECTORS = web.AppKey("vectors", VectorStore)
+ROUNDS = web.AppKey("rounds", RoundStore)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 AUDIT = web.AppKey("audit", AuditLog)
 MEMORY = web.AppKey("memory", MemoryGuard)

@@ -217,6 +217,27 @@ async def cancel_job(request: web.Request) -> web.Response:
     )
 
 
+async def close_job(request: web.Request) -> web.Response:
+    """Close collection now, by the deadline's rule: with at least minClients reported the job aggregates
+    them, with fewer it fails; a secure sum closes its round in progress (the next one opens)."""
+    job_id = request.match_info["jobId"]
+    validate_id(job_id, "jobId")
+    if request.can_read_body:
+        decode_cancel(parse_json_object(await read_body(request, request.app[SETTINGS].max_body_bytes)))
+    closed, outcome, status, version = await request.app[STORE].close_collection(job_id, by="admin")
+    if not status:
+        raise JobNotFound(job_id)
+    if not closed:
+        raise Conflict(
+            f"Job {job_id} is {status} and no longer collecting: there is nothing to close",
+            code="job_not_collecting",
+            jobId=job_id,
+            status=status,
+        )
+    logger.info("Job %s: collection closed by an admin (%s)", job_id, outcome)
+    return web.json_response({"jobId": job_id, "status": status, "outcome": outcome, "version": version})
+
+
 async def retry_deliveries(request: web.Request) -> web.Response:
     job_id = request.match_info["jobId"]
     validate_id(job_id, "jobId")

@@ -206,3 +206,13 @@ async def final_status(client: Any, job: str, within: float = 10.0) -> dict[str,
             return status  # type: ignore[no-any-return]
         await asyncio.sleep(0.05)
     raise AssertionError(f"job {job} did not finish: {status}")
+
+
+def new_keys() -> dict[str, str]:
+    """A key registration's two public keys (mask agreement, share encryption), fresh."""
+    from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
+
+    return {
+        "publicKey": encode_key(public_key_bytes(generate_private_key())),
+        "encryptionKey": encode_key(public_key_bytes(generate_private_key())),
+    }

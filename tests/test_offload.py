@@ -25,6 +25,7 @@ from orchestrator.offload import Offloader, WorkerLost
 from orchestrator.securesum.masking import encode_key, generate_private_key, public_key_bytes
 from orchestrator.settings import Settings
 from orchestrator.typedefs import OFFLOAD
+from tests.support import new_keys
 
 HEALTHZ_BUDGET = 0.1
 
@@ -32,7 +33,13 @@ HEALTHZ_BUDGET = 0.1
 def largest_key_body(limit: int) -> bytes:
     """A key registration just under ``limit`` bytes: a schema of as many categories as fit."""
     key = encode_key(public_key_bytes(generate_private_key()))
-    head = {"clientId": "c0", "totalClients": 2, "publicKey": key, "maxRows": 10}
+    head = {
+        "clientId": "c0",
+        "totalClients": 2,
+        "publicKey": key,
+        "encryptionKey": new_keys()["encryptionKey"],
+        "maxRows": 10,
+    }
     n = (limit - 1000) // 19  # each category takes 19 bytes: "category-000000",
     schema = [{"name": "f", "dataType": "NOMINAL", "categories": [f"category-{i:06d}" for i in range(n)]}]
     body = json.dumps({**head, "schema": schema}).encode()
@@ -128,7 +135,7 @@ async def test_many_bodies_just_under_the_threshold_do_not_stall_the_loop_either
 async def test_errors_from_the_worker_process_are_the_same_errors(make_client: Callable[..., Any]) -> None:
     client = await make_client(parse_offload_bytes=1024)
     padding = "x" * 4000
-    bad = json.dumps({"clientId": "..", "totalClients": 2, "publicKey": "k", "pad": padding}).encode()
+    bad = json.dumps({"clientId": "..", "totalClients": 2, "publicKey": "k", "encryptionKey": "k", "pad": padding}).encode()
     resp = await client.post("/api/jobs/j/keys", data=bad, headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert (await resp.json())["error"] == {

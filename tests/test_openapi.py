@@ -9,6 +9,7 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
 from orchestrator.openapi import OPENAPI
+from tests.support import new_keys
 
 Client = TestClient[Any, Any]
 
@@ -78,7 +79,13 @@ async def test_key_round_responses_match_the_document(client: Client) -> None:
 
     schema = [{"name": "age", "dataType": "NUMERIC", "bounds": [0, 120]}]
     key = encode_key(public_key_bytes(generate_private_key()))
-    body = {"clientId": "a", "totalClients": 2, "publicKey": key, "schema": schema}
+    body = {
+        "clientId": "a",
+        "totalClients": 2,
+        "publicKey": key,
+        "encryptionKey": new_keys()["encryptionKey"],
+        "schema": schema,
+    }
     calls: list[tuple[str, str, dict[str, Any] | None]] = [
         ("post", "/api/jobs/k1/keys", body),
         ("post", "/api/jobs/k1/keys", body),

@@ -17,11 +17,15 @@ from orchestrator.securesum.masking import encode_key, generate_private_key, pub
 from orchestrator.typedefs import STORE
 from orchestrator.wire import events, responses
 from tests.fake_coordinator import FakeCoordinator
-from tests.support import DETAILED_SCHEMA, final_status
+from tests.support import DETAILED_SCHEMA, final_status, new_keys
 
 Client = TestClient[Any, Any]
 MODELS = {(route.method, route.path): route.replies for route in ROUTES}
 OUTPUT = [1000, 54, 240, 135.6, 90, 135, 180, 1000, 750, 900]
+
+
+def encryption() -> dict[str, str]:
+    return {"encryptionKey": new_keys()["encryptionKey"]}
 
 
 def conforms(method: str, path: str, status: int, body: Any) -> None:
@@ -92,7 +96,7 @@ async def test_key_round_responses_conform(client: Client) -> None:
     schema = [{"name": "age", "dataType": "NUMERIC", "bounds": [0, 120]}]
     for client_id in ("a", "a", "b", "c"):
         key = encode_key(public_key_bytes(generate_private_key()))
-        body = {"clientId": client_id, "totalClients": 2, "publicKey": key, "schema": schema}
+        body = {"clientId": client_id, "totalClients": 2, "publicKey": key, **encryption(), "schema": schema}
         await call(client, "POST", keys, "/api/jobs/k1/keys", json=body)
     await call(client, "POST", keys, "/api/jobs/k2/keys", json={"clientId": "a", "totalClients": 2})
     round_ = await call(client, "GET", keys, "/api/jobs/k1/keys")
@@ -137,7 +141,7 @@ async def test_every_event_of_full_flows_conforms(
         schema: list[dict[str, Any]] = [{"name": "age", "dataType": "NUMERIC", "bounds": [0, 120]}]
         for client_id in ("a", "b"):
             key = encode_key(public_key_bytes(generate_private_key()))
-            body = {"clientId": client_id, "totalClients": 2, "publicKey": key, "schema": schema}
+            body = {"clientId": client_id, "totalClients": 2, "publicKey": key, **encryption(), "schema": schema}
             await call(client, "POST", "/api/jobs/{jobId}/keys", "/api/jobs/k/keys", json=body)
         delivered = '"type": "delivery.succeeded"'
         await _read(every, all_messages, lambda got: '"type":"keys.complete"' in got[-1].replace(" ", ""))

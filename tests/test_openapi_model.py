@@ -39,6 +39,7 @@ NOW = 1_800_000_000_000
 # Strings to try against a pattern: those it matches are varied (a trailing newline, another character, ...).
 SAMPLES = ("a", "1", "10", "100000", "100001", "0000002", "1000000000000", "1000000000001", "a.b:c-d_e")
 KEY = encode_key(public_key_bytes(generate_private_key()))
+KEY2 = encode_key(public_key_bytes(generate_private_key()))
 FEATURES = [
     {"featureName": "age", "dataType": "NUMERIC", "offset": 0, "length": 2, "bounds": [0, 120], "scale": 1},
     {"featureName": "dept", "dataType": "NOMINAL", "offset": 10, "length": 3, "categories": ["A", "B"]},
@@ -54,7 +55,16 @@ OPERATIONS: dict[tuple[str, str], tuple[type[Any], Callable[[dict[str, Any]], ob
     ("/api/jobs/{jobId}/keys", "POST"): (
         KeyBody,
         lambda body: decode_key("j", body, now_ms=NOW),
-        {"clientId": "c", "totalClients": 3, "publicKey": KEY, "schema": FEATURES[:1], "maxRows": "10"},
+        {
+            "clientId": "c",
+            "totalClients": 3,
+            "publicKey": KEY,
+            "encryptionKey": KEY2,
+            "schema": FEATURES[:1],
+            "maxRows": "10",
+            "minClients": 2,
+            "roundTimeout": 60,
+        },
     ),
     ("/api/jobs/{jobId}/cancel", "POST"): (CancelBody, decode_cancel, {"reason": "why"}),
     ("/api/smpc/callback/{jobId}", "POST"): (CallbackBody, decode_callback, {"status": "FAILED", "message": "m"}),
@@ -63,6 +73,7 @@ OPERATIONS: dict[tuple[str, str], tuple[type[Any], Callable[[dict[str, Any]], ob
 NOT_EXPRESSIBLE = {
     "deadline": "an ISO 8601 time (as Python reads one), in the future and at most 30 days away",
     "publicKey": "the canonical encoding of an X25519 point that is not of low order",
+    "encryptionKey": "the canonical encoding of an X25519 point that is not of low order",
 }
 # Single-field rules the model could state but does not yet (reported to the model's owner): each entry is a
 # disagreement this test finds; remove it when the model states the rule.
@@ -101,6 +112,11 @@ def _between_fields(model: type[Any], body: dict[str, Any]) -> bool:
         check_features(getattr(decoded, "schema", None) or [])
     except ValidationError:
         return True
+    # k of n: minClients against totalClients (and above half of it for a secure sum).
+    k, total = getattr(decoded, "min_clients", None), getattr(decoded, "total_clients", None)
+    if k is not None and total is not None:
+        k, total = int(k), int(total)
+        return k > total or (isinstance(decoded, KeyBody) and 2 * k <= total)
     return False
 
 

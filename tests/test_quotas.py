@@ -14,6 +14,7 @@ from orchestrator.securesum.masking import encode_key, generate_private_key, pub
 from orchestrator.security.tokens import issue_token
 from orchestrator.settings import Settings, SettingsError
 from orchestrator.typedefs import MEMORY, STORE
+from tests.support import new_keys
 
 Client = TestClient[Any, Any]
 SCHEMA = [
@@ -22,13 +23,17 @@ SCHEMA = [
 ]
 
 
+def encryption() -> dict[str, str]:
+    return {"encryptionKey": new_keys()["encryptionKey"]}
+
+
 def update(job: str, client: str, total: int = 2, **extra: Any) -> dict[str, Any]:
     return {"jobId": job, "clientId": client, "totalClients": total, **extra}
 
 
 def key_body(client_id: str, total: int = 2) -> dict[str, Any]:
     key = encode_key(public_key_bytes(generate_private_key()))
-    return {"clientId": client_id, "totalClients": total, "publicKey": key, "schema": SCHEMA}
+    return {"clientId": client_id, "totalClients": total, "publicKey": key, **encryption(), "schema": SCHEMA}
 
 
 def big_schema(size: int) -> list[dict[str, Any]]:

@@ -26,10 +26,15 @@ def without_comments(text: str) -> str:
     return re.sub(r"--[^\n]*", "", text)
 
 
+# The keys a shared piece reads through the table a body passes it (lib/rounds.lua: ``ctx.keys``).
+LIB_KEYS = {"rounds": set(scripts.ROUND_KEYS)}
+
+
 @pytest.mark.parametrize("script", scripts.ALL, ids=lambda s: s.name)
 def test_the_body_reads_exactly_the_declared_names(script: Script) -> None:
     body = without_comments(lua_text(script.file))
-    assert used_names(body, "K") == {p.name for p in script.key_params}
+    through_libs = set().union(*(LIB_KEYS.get(piece, set()) for piece in script.uses))
+    assert used_names(body, "K") | through_libs == {p.name for p in script.key_params}
     assert used_names(body, "A") == {p.name for p in script.arg_params}
     assert used_names(body, "CONFIG") == set(script.config)
     assert not re.search(r"\b(KEYS|ARGV)\b", script.body), "a body reads KEYS or ARGV by position"
@@ -53,7 +58,7 @@ def test_every_lua_file_belongs_to_a_script() -> None:
 def test_the_prelude_names_every_position() -> None:
     prelude = scripts.EXPIRE.prelude()
     assert "local K = {job = KEYS[1], clients = KEYS[2]" in prelude
-    assert "indexes = {unpack(KEYS, 9)}" in prelude
+    assert "indexes = {unpack(KEYS, 13)}" in prelude
     assert "local A = {job_id = ARGV[1], cutoff = ARGV[2]" in prelude
     assert scripts.UPDATE.prelude(constants(scripts.UPDATE)).startswith("local CONFIG = {ttl = ")
 
@@ -61,11 +66,10 @@ def test_the_prelude_names_every_position() -> None:
 def test_a_call_is_built_by_name() -> None:
     keys, args = scripts.RATE_LIMIT.build({"counters": ["a", "b"]}, {"window": 10, "limits": [1, 2]})
     assert (keys, args) == (["a", "b"], [10, 1, 2])
-    job = {"job": "j", "events": "e", "public_keys": "p", "created": "c", "in_progress": "i", "deadlines": "d"}
-    job |= {"tomb": "t", "updated": "u"}
+    job = {name: name for name in scripts.ROUND_KEYS} | {"created": "c", "tomb": "t"}
     argv = {p.name: p.name for p in scripts.REGISTER_KEY.arg_params}
-    assert scripts.REGISTER_KEY.build(job | {"client_jobs": "cj", "ip_jobs": None}, argv)[0][-2:] == ["u", "cj"]
-    assert len(scripts.REGISTER_KEY.build(job | {"client_jobs": None, "ip_jobs": None}, argv)[0]) == 8
+    assert scripts.REGISTER_KEY.build(job | {"client_jobs": "cj", "ip_jobs": None}, argv)[0][-2:] == ["t", "cj"]
+    assert len(scripts.REGISTER_KEY.build(job | {"client_jobs": None, "ip_jobs": None}, argv)[0]) == len(job)
     with pytest.raises(ScriptArgumentError, match="after client_jobs"):
         scripts.REGISTER_KEY.build(job | {"client_jobs": None, "ip_jobs": "ij"}, argv)
 

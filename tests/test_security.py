@@ -23,10 +23,15 @@ from orchestrator.securesum.masking import encode_key, generate_private_key, pub
 from orchestrator.security.guard import CONTENT_SECURITY_POLICY
 from orchestrator.security.tokens import issue_token
 from orchestrator.typedefs import STORE
+from tests.support import new_keys
 
 Client = TestClient[Any, Any]
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
 SCHEMA = [{"name": "age", "dataType": "NUMERIC", "bounds": [0, 120]}]
+
+
+def only_encryption() -> dict[str, str]:
+    return {"encryptionKey": new_keys()["encryptionKey"]}
 
 
 def token(role: str, sub: str = "someone", jobs: list[str] | None = None, ttl: float = 600) -> str:
@@ -48,7 +53,7 @@ async def secured(make_client: Callable[..., Any]) -> Client:
     assert (await client.post("/api/update", json=body, headers=bearer(token("client", "c1")))).status == 200
     await client.post("/api/update", json={**body, "jobId": "other", "clientId": "c2"}, headers=admin)
     key = encode_key(public_key_bytes(generate_private_key()))
-    keys = {"clientId": "c1", "totalClients": 2, "publicKey": key, "schema": SCHEMA}
+    keys = {"clientId": "c1", "totalClients": 2, "publicKey": key, **only_encryption(), "schema": SCHEMA}
     assert (await client.post("/api/jobs/ss/keys", json=keys, headers=bearer(token("client", "c1")))).status == 201
     return client
 
@@ -58,7 +63,7 @@ def update_body(client_id: str = "c1", job: str = "j1") -> dict[str, Any]:
 
 
 def key_body(client_id: str) -> dict[str, Any]:
-    return {"clientId": client_id, "totalClients": 2, "publicKey": encode_key(public_key_bytes(generate_private_key()))}
+    return {"clientId": client_id, "totalClients": 2, **new_keys()}
 
 
 # (method, url, body, {role: expected status}); role None: no token. Client tokens are for c1.

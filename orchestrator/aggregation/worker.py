@@ -131,22 +131,29 @@ class AggregationService(QueueWorkers):
         features = outcome.result.get("aggregatedResults") if isinstance(outcome, Ready) else None
         metadata = {
             "totalFeatures": len(features) if features else _feature_count(attempt),
-            "totalClients": len(attempt.clients),
+            "totalClients": attempt.total_clients,
             "doneCount": len(attempt.clients),
             "completedAt": iso_ms(now_ms()),
             "aggregation": attempt.backend or self.settings.aggregation_backend,
         }
+        # Which clients' data the result holds, and which it does not (k of n).
+        participation = {
+            "contributors": attempt.clients,
+            "missingClients": attempt.missing,
+            "missingCount": max(attempt.total_clients - len(attempt.clients), 0),
+        }
         if isinstance(outcome, Failed):
             return JobStatus.FAILED, None, outcome.reason
         if isinstance(outcome, Ready):
-            return JobStatus.COMPLETED, {**outcome.result, "metadata": metadata}, ""
+            return JobStatus.COMPLETED, {**outcome.result, **participation, "metadata": metadata}, ""
         assert isinstance(outcome, Vector)
         if not attempt.features:
             try:
                 json.dumps(outcome.values, allow_nan=False)
             except (ValueError, TypeError) as e:
                 return JobStatus.FAILED, None, f"the aggregate is not a list of JSON numbers: {e}"
-            return JobStatus.COMPLETED, {"aggregatedResults": [], "rawOutput": outcome.values, "metadata": metadata}, ""
+            result = {"aggregatedResults": [], "rawOutput": outcome.values, **participation, "metadata": metadata}
+            return JobStatus.COMPLETED, result, ""
         try:
             features = decode(attempt.features, outcome.values, clients=len(attempt.clients))
             # Derived values (a percentage of a tiny count, say) may still not be JSON numbers.
@@ -157,7 +164,7 @@ class AggregationService(QueueWorkers):
             return JobStatus.FAILED, None, f"cannot decode the aggregate: {e.__class__.__name__}: {e}"
         return (
             JobStatus.COMPLETED,
-            {"aggregatedResults": features, "clientList": attempt.clients, "metadata": metadata},
+            {"aggregatedResults": features, "clientList": attempt.clients, **participation, "metadata": metadata},
             "",
         )
 
@@ -176,9 +183,16 @@ class AggregationService(QueueWorkers):
     async def sweep(self) -> None:
         """Fail the jobs past their collection deadline, and those aggregating past their timeout."""
         for job_id in await self.store.overdue_collections():
-            if await self.store.fail_overdue_collection(job_id):
+            closed, outcome, _, _ = await self.store.close_collection(job_id)
+            if not closed:
+                continue
+            if outcome == "failed":
                 self.store.metrics.aggregations.labels("FAILED").inc()
-                logger.warning("Job %s FAILED: its collection deadline passed", job_id)
+                logger.warning("Job %s FAILED: too few clients at its deadline", job_id)
+            elif outcome == "aggregating":
+                logger.info("Job %s aggregates the clients it has: its deadline passed with a quorum", job_id)
+            else:
+                logger.info("Job %s: a secure-sum round closed at its deadline; the next one is open", job_id)
         cutoff = now_ms() - int(self.timeout * 1000)
         for job_id, since in (await self.store.aggregating_since()).items():
             if since > cutoff:

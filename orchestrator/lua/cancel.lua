@@ -21,5 +21,5 @@ redis.call('ZADD', K.updated, now, job_id)
 local version = emit(job, events, job_id, at, history, channel, 'job.cancelled',
   {status = 'CANCELLED', previousStatus = current[1], reason = A.reason})
 for _, key in ipairs({K.job, K.events, K.clients, K.times}) do redis.call('PEXPIRE', key, ttl) end
-redis.call('DEL', K.vectors)
+redis.call('DEL', unpack(K.protocol))
 return {'cancelled', 'CANCELLED', version}

@@ -12,7 +12,8 @@ if not updated then
 end
 local version = redis.call('HINCRBY', job, 'version', 1)
 local status = redis.call('HGET', job, 'status')
-redis.call('DEL', K.job, K.clients, K.times, K.events, K.deliveries, K.public_keys, K.vectors)
+redis.call('DEL', K.job, K.clients, K.times, K.events, K.deliveries, K.public_keys, K.vectors, K.sharers, K.shares,
+  K.unmask, K.dropped)
 redis.call('SET', K.tomb, version, 'PX', tonumber(A.tomb_ttl))
 redis.call('PUBLISH', A.channel, cjson.encode({type = 'job.expired', jobId = job_id, version = version,
   at = A.now_iso, status = status}))

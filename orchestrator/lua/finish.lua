@@ -32,5 +32,5 @@ else
   version = emit(job, events, job_id, at, history, channel, 'job.failed', {status = outcome, reason = A.reason})
 end
 for _, key in ipairs({K.job, K.events, K.clients, K.times}) do redis.call('PEXPIRE', key, ttl) end
-redis.call('DEL', K.vectors)
+redis.call('DEL', unpack(K.protocol))
 return {1, version}

@@ -1,11 +1,13 @@
--- Register a client's public key for a secure-sum job (the key round); the first key creates the job, the
--- key that completes the round announces keys.complete, and from then on the set of keys is fixed.
-local job, events, keys = K.job, K.events, K.public_keys
+-- Register a client's two public keys (mask agreement, share encryption) for a secure-sum job: the keys
+-- round. The first key creates the job; the round closes when every client has registered (here) or at its
+-- deadline (close_collection.lua), and from then on the set of keys (U1) is fixed.
 local job_id, client_id, total, schema = A.job_id, A.client_id, tonumber(A.total), A.schema
 local now, at, ttl, history, channel = tonumber(A.now_ms), A.now_iso, tonumber(A.ttl), tonumber(A.history), A.channel
+local ctx = {keys = K, now = now, at = at, ttl = ttl, history = history, channel = channel}
 local created = 0
-local current = redis.call('HMGET', job, 'totalClients', 'schemaDigest', 'status', 'version', 'aggregation',
-  'maxRows', 'instance')
+local FIELDS = {'totalClients', 'schemaDigest', 'status', 'version', 'aggregation', 'maxRows', 'instance',
+  'minClients', 'round', 'roundTimeout', 'createdAt'}
+local current = redis.call('HMGET', K.job, unpack(FIELDS))
 if not current[1] then
   if schema == '' then
     return {'refused', 0, 0, total, 0, '', 'schema_required'}
@@ -17,53 +19,55 @@ if not current[1] then
   if wait then
     return {'quota_exceeded', 0, 0, total, 0, '', tostring(wait)}
   end
-  local base = create_job(job, events, K.tomb, {K.created, K.in_progress, K.deadlines}, job_id, total, schema,
-    A.schema_digest, now, at, history, channel, A.deadline,
-    {'aggregation', 'secure-sum', 'vectorLength', A.vector_length, 'maxRows', A.max_rows}, A.instance)
+  -- The keys round is the job's collection: it closes at its deadline or after one round timeout.
+  local closes = math.min(tonumber(A.deadline), now + tonumber(A.round_timeout))
+  local base = create_job(K.job, K.events, K.tomb, {K.created, K.in_progress, K.deadlines}, job_id, total, schema,
+    A.schema_digest, now, at, history, channel, closes,
+    {'aggregation', 'secure-sum', 'vectorLength', A.vector_length, 'maxRows', A.max_rows, 'minClients', A.min_clients,
+      'roundTimeout', A.round_timeout, 'round', 'keys', 'roundStartedAt', now, 'roundDeadlineAt', closes}, A.instance)
   created = 1
-  current = {tostring(total), A.schema_digest, 'IN_PROGRESS', tostring(base + 1), 'secure-sum', A.max_rows, A.instance}
+  current = {tostring(total), A.schema_digest, 'IN_PROGRESS', tostring(base + 1), 'secure-sum', A.max_rows, A.instance,
+    A.min_clients, 'keys', A.round_timeout, tostring(now)}
 end
-local version = tonumber(current[4])
-if current[5] ~= 'secure-sum' then
-  return {'refused', 0, 0, tonumber(current[1]), version, current[3], 'not_secure_sum'}
+local version, status, round = tonumber(current[4]), current[3], current[9] or 'keys'
+local function refuse(outcome, detail, count)
+  return {outcome, 0, count or 0, tonumber(current[1]), version, status, detail}
 end
-if tonumber(current[1]) ~= total then
-  return {'conflict', 0, 0, tonumber(current[1]), version, current[3], 'totalClients'}
+if current[5] ~= 'secure-sum' then return refuse('refused', 'not_secure_sum') end
+if tonumber(current[1]) ~= total then return refuse('conflict', 'totalClients') end
+if schema ~= '' and schema_digest(K.job, current[2], schema, A.schema_digest) ~= A.schema_digest then
+  return refuse('conflict', 'schema')
 end
-if schema ~= '' and schema_digest(job, current[2], schema, A.schema_digest) ~= A.schema_digest then
-  return {'conflict', 0, 0, total, version, current[3], 'schema'}
+if A.max_rows_declared == '1' and current[6] ~= A.max_rows then return refuse('conflict', 'maxRows') end
+if A.min_clients_declared == '1' and (current[8] or current[1]) ~= A.min_clients then
+  return refuse('conflict', 'minClients')
 end
-if A.max_rows_declared == '1' and current[6] ~= A.max_rows then
-  return {'conflict', 0, 0, total, version, current[3], 'maxRows'}
+if A.round_timeout_declared == '1' and current[10] ~= A.round_timeout then return refuse('conflict', 'roundTimeout') end
+local count = redis.call('HLEN', K.public_keys)
+local existing = redis.call('HGET', K.public_keys, client_id)
+local keys = A.public_key .. ' ' .. A.encryption_key
+if existing == keys then
+  return {'duplicate', 0, count, total, version, status, '', current[7] or ''}
 end
-local count = redis.call('HLEN', keys)
-local existing = redis.call('HGET', keys, client_id)
-if existing == A.public_key then
-  return {'duplicate', 0, count, total, version, current[3], '', current[7] or ''}
-end
-if existing and count >= total then
-  return {'refused', 0, count, total, version, current[3], 'key_conflict'}
-end
-if current[3] ~= 'IN_PROGRESS' then
-  return {'closed', 0, count, total, version, current[3], ''}
-end
-if not existing and count >= total then
-  return {'refused', 0, count, total, version, current[3], 'keys_complete'}
-end
-redis.call('HSET', keys, client_id, A.public_key)
+if existing and round ~= 'keys' then return refuse('refused', 'key_conflict', count) end
+if status ~= 'IN_PROGRESS' then return refuse('closed', '', count) end
+if round ~= 'keys' then return refuse('refused', 'keys_complete', count) end
+redis.call('HSET', K.public_keys, client_id, keys)
 local outcome = 'registered'
 if existing then
   outcome = 'replaced'
 else
   count = count + 1
 end
-redis.call('HSET', job, 'updatedAt', now, 'keyCount', count)
-version = emit(job, events, job_id, at, history, channel, 'keys.registered',
+redis.call('HSET', K.job, 'updatedAt', now, 'keyCount', count)
+version = emit(K.job, K.events, job_id, at, history, channel, 'keys.registered',
   {clientId = client_id, keyCount = count, totalClients = total, replaced = (existing ~= false and existing ~= nil)})
 if count == total and outcome == 'registered' then
-  redis.call('HSET', job, 'keysCompleteAt', now)
-  version = emit(job, events, job_id, at, history, channel, 'keys.complete', {keyCount = count, totalClients = total})
+  redis.call('HSET', K.job, 'keysCompleteAt', now)
+  local _
+  _, version = close_round(ctx, job_id, {total = total, k = tonumber(current[8] or '') or total,
+    created = current[11], round = 'keys', timeout = tonumber(current[10] or '') or 300000}, 'all')
 end
 redis.call('ZADD', K.updated, now, job_id)
-for _, key in ipairs({job, events, keys}) do redis.call('PEXPIRE', key, ttl) end
+for _, key in ipairs({K.job, K.events, K.public_keys}) do redis.call('PEXPIRE', key, ttl) end
 return {outcome, created, count, total, version, 'IN_PROGRESS', '', current[7] or ''}

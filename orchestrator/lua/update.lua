@@ -7,7 +7,8 @@ local now, at, vector = tonumber(A.now_ms), A.now_iso, A.vector
 
 -- The job's fields this script reads, in this order (``current``).
 local FIELDS = {'totalClients', 'schemaDigest', 'status', 'doneCount', 'version', 'createdAt', 'aggregation',
-  'vectorLength', 'maxRows'}
+  'vectorLength', 'maxRows', 'minClients', 'round', 'roundTimeout'}
+local ctx = {keys = K, now = now, at = at, ttl = CONFIG.ttl, history = CONFIG.history, channel = CONFIG.channel}
 
 -- A reply that changes nothing: {outcome, created, triggered, status, doneCount, totalClients, version,
 -- detail}, the job as ``current`` has it (a job not yet made without one).
@@ -43,9 +44,10 @@ end
 local function create()
   local refusal = creation_refusal()
   if refusal then return nil, unchanged('refused', nil, refusal) end
-  local fields = {'aggregation', A.aggregation}
+  local fields = {'aggregation', A.aggregation, 'minClients', A.min_clients}
   if A.vector_length ~= '' then
-    fields = {'aggregation', A.aggregation, 'vectorLength', A.vector_length, 'maxRows', A.max_rows}
+    fields = {'aggregation', A.aggregation, 'minClients', A.min_clients, 'vectorLength', A.vector_length,
+      'maxRows', A.max_rows}
   end
   -- Counted last, so that only jobs really created count (a retried call finds its job made).
   local wait = rate_limited({K.client_jobs, K.ip_jobs}, {CONFIG.client_jobs, CONFIG.ip_jobs}, CONFIG.job_window)
@@ -53,7 +55,7 @@ local function create()
   local base = create_job(K.job, K.events, K.tomb, {K.created, K.in_progress, K.deadlines}, job_id, total, schema,
     A.schema_digest, now, at, CONFIG.history, CONFIG.channel, A.deadline, fields, A.instance)
   return {tostring(total), A.schema_digest, 'IN_PROGRESS', '0', tostring(base + 1), tostring(now), A.aggregation,
-    A.vector_length, A.max_rows}
+    A.vector_length, A.max_rows, A.min_clients}
 end
 
 -- Create: the field in which this update disagrees with its existing job, or nil. Leaves in current[2]
@@ -65,6 +67,7 @@ local function conflict(current)
   if A.max_rows_declared == '1' and (current[8] or '') ~= '' and current[9] ~= A.max_rows then
     return 'maxRows'
   end
+  if A.min_clients_declared == '1' and (current[10] or current[1]) ~= A.min_clients then return 'minClients' end
   return nil
 end
 
@@ -79,8 +82,11 @@ local function vector_refusal(current)
   elseif string.len(vector) ~= 8 * tonumber(length) then
     return 'vector_length_mismatch:' .. length
   elseif current[7] == 'secure-sum' then
-    if redis.call('HLEN', K.public_keys) < total then return 'keys_incomplete' end
+    -- Inputs come in the inputs round, from the clients that completed the shares round (U2) only.
+    local round = current[11] or ''
+    if round == 'keys' or round == 'shares' then return 'round_not_open' end
     if redis.call('HEXISTS', K.public_keys, client_id) == 0 then return 'not_a_participant' end
+    if round ~= 'inputs' or redis.call('HEXISTS', K.sharers, client_id) == 0 then return 'client_dropped' end
   end
   if schema ~= '' and current[2] == '' and A.creation_refusal == 'job_too_large' then
     return A.creation_refusal  -- the schema would be stored now: the job's budget holds for it too
@@ -107,17 +113,25 @@ local function record(current)
   return done, version
 end
 
--- Transition: the last client moves the job to AGGREGATING and queues it; returns status, triggered, version.
+-- Transition: the last client expected moves the job on: to AGGREGATING, queued (every backend but the
+-- secure sum), or a secure sum to its unmask round. Reaching minClients first is announced once.
+-- Returns status, triggered, version.
 local function transition(current, done, version)
-  if done < total then return 'IN_PROGRESS', 0, version end
-  redis.call('HSET', K.job, 'status', 'AGGREGATING', 'aggregatingAt', now)
-  redis.call('ZREM', K.in_progress, job_id)
-  redis.call('ZREM', K.deadlines, job_id)
-  redis.call('ZADD', K.aggregating, tonumber(current[6]), job_id)
-  version = emit(K.job, K.events, job_id, at, CONFIG.history, CONFIG.channel, 'job.aggregating',
-    {doneCount = done, totalClients = total, status = 'AGGREGATING'})
-  redis.call('XADD', K.queue, '*', 'jobId', job_id, 'version', version)
-  return 'AGGREGATING', 1, version
+  local k = tonumber(current[10] or '') or total
+  local expected = total
+  if current[7] == 'secure-sum' then expected = redis.call('HLEN', K.sharers) end
+  if done == k and k < expected then
+    version = emit(K.job, K.events, job_id, at, CONFIG.history, CONFIG.channel, 'job.quorum_reached',
+      {doneCount = done, minClients = k, totalClients = total, expected = expected})
+  end
+  if done < expected then return 'IN_PROGRESS', 0, version end
+  if current[7] == 'secure-sum' then
+    local _
+    _, version = close_round(ctx, job_id, {total = total, k = k, created = current[6], round = 'inputs',
+      timeout = tonumber(current[12] or '') or 300000}, 'all')
+    return 'IN_PROGRESS', 0, version
+  end
+  return 'AGGREGATING', 1, start_aggregating(ctx, job_id, current[6], done, total, 'all')
 end
 
 -- Record: the job changed; its keys live on for another TTL.
@@ -125,8 +139,7 @@ local function touch(current)
   redis.call('ZADD', K.updated, now, job_id)
   for _, key in ipairs({K.job, K.clients, K.times, K.events}) do redis.call('PEXPIRE', key, CONFIG.ttl) end
   if (current[8] or '') ~= '' then
-    redis.call('PEXPIRE', K.public_keys, CONFIG.ttl)
-    redis.call('PEXPIRE', K.vectors, CONFIG.ttl)
+    for _, key in ipairs({K.public_keys, K.vectors, K.sharers, K.shares}) do redis.call('PEXPIRE', key, CONFIG.ttl) end
   end
 end
 

@@ -1,10 +1,18 @@
-"""A data holder's key file: its X25519 private key for one job instance, kept so that a rerun after a crash
-takes part with the same key, and refused for any other instance (a jobId used again after its job expired).
+"""A data holder's key file: what it needs to take part in one secure-sum job instance again after a crash,
+kept so that a rerun resumes where it stopped (same keys, same seed, the same shares posted, the shares it
+received, the unmask answer it gave), and refused for any other instance (a jobId used again after its job
+expired).
 
-The file is JSON, mode 0600: ``{"jobId", "instanceId" (null until the first key registration answers),
-"statistics" (SHA-256 of the statistics the key masked, null until it masked them), "privateKey" (base64
-of the raw 32 bytes)}``. A file of the raw 32 bytes alone (written before instances
-existed) is read as a key not yet bound to any instance.
+The file is JSON, mode 0600, rewritten atomically (a temporary file renamed into place) after each step:
+``{"jobId", "instanceId" (null until the first key registration answers), "statistics" (SHA-256 of the
+statistics it masked, null until it masked them), "privateKey" (mask agreement), "encryptionKey" (share
+encryption; both base64 of the raw 32 bytes), "selfMaskSeed" (base64, 16 bytes), "posted" ({recipient:
+bundle base64}, the shares it posted), "received" ({sender: {"key": [index, base64], "seed": [index,
+base64]}}), "answered" ({"survivors": [...], "dropped": [...]}, the unmask request it answered)}``. A file of
+the raw 32 bytes alone (written before instances existed) is read as a mask key not yet bound to any instance.
+
+A client whose file is lost cannot resume: it registers new keys, which the closed keys round refuses, so it
+counts as dropped, never as a wrong input.
 """
 
 from __future__ import annotations
@@ -14,13 +22,15 @@ import binascii
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from orchestrator.securesum.masking import generate_private_key
+from orchestrator.securesum.shares import self_mask_seed
 
 _RAW_KEY_BYTES = 32
 
@@ -38,10 +48,15 @@ class KeyFile:
     # SHA-256 of the (unmasked) statistics this key masked, once it has masked them: a rerun must send the
     # same, or the service would see two vectors under the same masks, and so their difference.
     statistics: str | None = None
+    encryption_key: X25519PrivateKey = field(default_factory=generate_private_key)
+    seed: bytes = field(default_factory=self_mask_seed)
+    posted: dict[str, str] = field(default_factory=dict)
+    received: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    answered: dict[str, list[str]] | None = None
 
     @classmethod
     def open(cls, path: Path, job_id: str) -> KeyFile:
-        """The key kept at ``path`` for ``job_id``, or a new one written there (mode 0600) if there is none."""
+        """The state kept at ``path`` for ``job_id``, or a new one written there (mode 0600) if there is none."""
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -54,16 +69,22 @@ class KeyFile:
             return cls(path, job_id, X25519PrivateKey.from_private_bytes(raw))
         try:
             data = json.loads(raw)
-            private = base64.b64decode(data["privateKey"], validate=True)
             stored_job, instance, statistics = data["jobId"], data.get("instanceId"), data.get("statistics")
-            key = X25519PrivateKey.from_private_bytes(private)
-        except (ValueError, KeyError, TypeError, binascii.Error):
+            key = X25519PrivateKey.from_private_bytes(_bytes(data["privateKey"]))
+            made = cls(path, job_id, key, instance or None, statistics or None)
+            if "encryptionKey" in data:
+                made.encryption_key = X25519PrivateKey.from_private_bytes(_bytes(data["encryptionKey"]))
+                made.seed = _bytes(data["selfMaskSeed"])
+            made.posted = dict(data.get("posted") or {})
+            made.received = dict(data.get("received") or {})
+            made.answered = data.get("answered")
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             raise KeyFileError(f"{path} is not a key file of this tool") from None
         if stored_job != job_id:
             raise KeyFileError(f"{path} holds the key of job {stored_job}, not of job {job_id}")
-        if not all(v is None or isinstance(v, str) for v in (instance, statistics)):
+        if not all(v is None or isinstance(v, str) for v in (instance, statistics)) or len(made.seed) != 16:
             raise KeyFileError(f"{path} is not a key file of this tool")
-        return cls(path, job_id, key, instance or None, statistics or None)
+        return made
 
     def check(self, instance_id: str | None) -> None:
         """Refuse an instance other than the one this key was registered with (``None``: the job does not
@@ -96,16 +117,24 @@ class KeyFile:
             self.statistics = digest
             self._write(exclusive=False)
 
+    def keep(self, **changes: Any) -> None:
+        """Record a step (posted, received, answered) before acting on it, so a rerun repeats it exactly."""
+        for name, value in changes.items():
+            setattr(self, name, value)
+        self._write(exclusive=False)
+
     def _write(self, *, exclusive: bool) -> None:
-        private = self.private_key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
         text = json.dumps(
             {
                 "jobId": self.job_id,
                 "instanceId": self.instance_id,
                 "statistics": self.statistics,
-                "privateKey": base64.b64encode(private).decode("ascii"),
+                "privateKey": _text(_private(self.private_key)),
+                "encryptionKey": _text(_private(self.encryption_key)),
+                "selfMaskSeed": _text(self.seed),
+                "posted": self.posted,
+                "received": self.received,
+                "answered": self.answered,
             }
         )
         # A new file is created exclusively (two runs must not each write a key); a rewrite goes to a
@@ -119,3 +148,17 @@ class KeyFile:
             os.fsync(handle.fileno())
         if not exclusive:
             os.replace(target, self.path)
+
+
+def _private(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+
+
+def _text(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _bytes(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError("not base64 text")
+    return base64.b64decode(text, validate=True)

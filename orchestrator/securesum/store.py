@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from typing import cast
+import hashlib
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 from redis.client import NEVER_DECODE
 
 from orchestrator import scripts
-from orchestrator.models import Actor, JobStatus, KeyRequest, KeyResult
+from orchestrator.models import Actor, KeyRequest, KeyResult
 from orchestrator.store import JobStore, now_ms, pairs
 
-_KEY_ROUND_FIELDS = ("totalClients", "status", "aggregation", "version", "maxRows", "instance")
+_KEY_ROUND_FIELDS = (
+    "totalClients",
+    "status",
+    "aggregation",
+    "version",
+    "maxRows",
+    "instance",
+    "minClients",
+    "round",
+    "roundDeadlineAt",
+)
 
 
 class MissingVector(LookupError):
@@ -23,6 +35,7 @@ class VectorStore:
         self.store = store
         self.redis = store.redis
         self.keys = store.keys
+        self.round_timeout_ms = max(1, int(store.settings.secure_sum_round_timeout_seconds * 1000))
 
     async def register_key(self, req: KeyRequest, actor: Actor | None = None) -> KeyResult:
         """Record a client's public key; the first key of a job creates it, the last one completes the round.
@@ -34,14 +47,9 @@ class VectorStore:
             raw = await self.store.run(
                 scripts.REGISTER_KEY,
                 keys={
-                    "job": k.job(job_id),
-                    "events": k.events(job_id),
-                    "public_keys": k.public_keys(job_id),
+                    **k.round_keys(job_id),
                     "created": k.jobs_by_created,
-                    "in_progress": k.jobs_by_status(JobStatus.IN_PROGRESS),
-                    "deadlines": k.jobs_by_deadline,
                     "tomb": k.tombstone(job_id),
-                    "updated": k.jobs_by_updated,
                     **self.store.job_quota_counters(client, "" if actor is None else actor.ip, ms),
                 },
                 args={
@@ -49,6 +57,9 @@ class VectorStore:
                     **self.store.change_args(),
                     "max_rows": req.max_rows,
                     "public_key": req.public_key,
+                    "encryption_key": req.encryption_key,
+                    "round_timeout": self.round_timeout_ms if req.round_timeout_ms is None else req.round_timeout_ms,
+                    "round_timeout_declared": "" if req.round_timeout_ms is None else "1",
                 },
             )
         outcome, created, count, total, version, status, detail, *instance = raw
@@ -101,3 +112,126 @@ class VectorStore:
             total += np.frombuffer(raw, dtype="<u8")
             del raw
         return total
+
+
+@dataclass(frozen=True)
+class RoundAnswer:
+    """What the shares or unmask script made of a client's answer."""
+
+    outcome: str  # posted | duplicate | closed | missing | refused
+    status: str
+    version: int
+    count: int
+    expected: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """A secure sum's rounds as they stand: the round in progress and who took part in each."""
+
+    status: str
+    round: str
+    min_clients: int
+    total_clients: int
+    instance_id: str
+    participants: list[str]  # U1, sorted: a share's index is its holder's 1-based place here
+    sharers: list[str]  # U2
+    survivors: list[str]  # U3: the clients whose masked input is counted
+    answered: list[str]  # the unmask answers so far
+
+    @property
+    def dropped_after_sharing(self) -> list[str]:
+        """U2 minus U3: the clients whose pairwise masks the service must rebuild."""
+        return sorted(set(self.sharers) - set(self.survivors))
+
+    def index_of(self, client_id: str) -> int:
+        return self.participants.index(client_id) + 1
+
+
+class RoundStore:
+    """The shares and unmask rounds of a secure sum (lib/rounds.lua closes them)."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.keys = store.keys
+
+    async def post_shares(self, job_id: str, client_id: str, bundles: list[tuple[str, str]]) -> RoundAnswer:
+        """Keep a client's share bundles (recipient, base64 bundle) for their recipients."""
+        digest = hashlib.sha256("\n".join(f"{to} {text}" for to, text in sorted(bundles)).encode()).hexdigest()
+        async with self.store.guard("post_shares"):
+            raw = await self.store.run(
+                scripts.POST_SHARES,
+                keys=self.keys.round_keys(job_id),
+                args={
+                    "job_id": job_id,
+                    "client_id": client_id,
+                    "digest": digest,
+                    **self.store.change_args(),
+                    "pairs": [part for pair in bundles for part in pair],
+                },
+            )
+        return _answer(raw)
+
+    async def post_unmask(self, job_id: str, client_id: str, answer: str) -> RoundAnswer:
+        """Keep a survivor's unmask answer (canonical JSON, checked against ``rounds`` by the caller)."""
+        async with self.store.guard("post_unmask"):
+            raw = await self.store.run(
+                scripts.POST_UNMASK,
+                keys=self.keys.round_keys(job_id),
+                args={"job_id": job_id, "client_id": client_id, "answer": answer, **self.store.change_args()},
+            )
+        return _answer(raw)
+
+    async def rounds(self, job_id: str) -> Rounds | None:
+        """The job's rounds (None: no such job, or not a secure sum)."""
+        k = self.keys
+        async with self.store.guard("rounds"):
+            fields, keyed, shared, counted, answered = await self.store.read_atomically(
+                ("HMGET", k.job(job_id), "status", "round", "minClients", "totalClients", "instance", "aggregation"),
+                ("HKEYS", k.public_keys(job_id)),
+                ("HKEYS", k.sharers(job_id)),
+                ("HKEYS", k.client_times(job_id)),
+                ("HKEYS", k.unmask(job_id)),
+            )
+        status, round_, k_, total, instance, aggregation = fields
+        if status is None or aggregation != "secure-sum":
+            return None
+        return Rounds(
+            status=status,
+            round=round_ or "keys",
+            min_clients=int(k_ or total),
+            total_clients=int(total),
+            instance_id=instance or "",
+            participants=sorted(keyed),
+            sharers=sorted(shared),
+            survivors=sorted(counted),
+            answered=sorted(answered),
+        )
+
+    async def inbox(self, job_id: str, client_id: str, senders: list[str]) -> list[tuple[str, str]]:
+        """The bundles ``senders`` sealed for ``client_id``: (sender, base64 bundle)."""
+        if not senders:
+            return []
+        async with self.store.guard("inbox"):
+            texts = cast(
+                list[str | None],
+                await self.store.redis.hmget(self.keys.shares(job_id), [f"{client_id}/{s}" for s in senders]),
+            )
+        return [(s, t) for s, t in zip(senders, texts, strict=True) if t is not None]
+
+    async def unmask_answers(self, job_id: str) -> dict[str, str]:
+        """Every unmask answer (clientId -> JSON)."""
+        async with self.store.guard("unmask"):
+            return cast(dict[str, str], await self.store.redis.hgetall(self.keys.unmask(job_id)))
+
+    async def mask_keys(self, job_id: str, clients: list[str]) -> dict[str, str]:
+        """The mask-agreement public keys (base64) of ``clients``."""
+        async with self.store.guard("keys"):
+            values = cast(list[str | None], await self.store.redis.hmget(self.keys.public_keys(job_id), clients))
+        return {c: v.split(" ")[0] for c, v in zip(clients, values, strict=True) if v}
+
+
+def _answer(raw: list[Any]) -> RoundAnswer:
+    outcome, status, version, count, expected, detail = raw
+    return RoundAnswer(str(outcome), str(status), int(version), int(count), int(expected), str(detail))

@@ -91,6 +91,9 @@ def refusal(detail: str, req: UpdateRequest) -> DomainError:
         "keys_incomplete": f"The key round of job {job} is not complete: register every client's public key "
         "(POST /api/jobs/{jobId}/keys) and wait for keys.complete before sending vectors",
         "not_a_participant": f"Client {client} registered no public key for job {job}",
+        "round_not_open": f"Job {job} does not take masked inputs yet: its keys and shares rounds come first",
+        "client_dropped": f"Client {client} was dropped from job {job}'s secure sum (it missed a round, or the "
+        "inputs round has closed): its input would not be unmasked",
     }
     invalid = {
         "vector_required": f"Job {job} sums its clients' statistics: the update needs a 'vector'",

@@ -1,11 +1,13 @@
 """Who may do what: the roles each route takes (ACCESS), and the checks a handler adds: a client acts only
 as itself, and reads only the jobs it takes part in; a token's `jobs` patterns bound every role.
 
-- client (as its own `sub`) or admin: `POST /api/update`, `POST /api/jobs/{jobId}/keys`;
+- client (as its own `sub`) or admin: `POST /api/update`, `POST /api/jobs/{jobId}/keys`, `.../shares`, `.../unmask`;
 - client (its own jobs), viewer or admin: `GET /api/job-status/{jobId}`, `GET /api/jobs/{jobId}`,
-  `GET /api/jobs/{jobId}/keys`, `/ws/jobs/{jobId}`; any role: `POST /api/ws-ticket`;
+  `GET /api/jobs/{jobId}/keys`, `GET /api/jobs/{jobId}/shares/{clientId}` (a client: its own only),
+  `GET /api/jobs/{jobId}/unmask`, `/ws/jobs/{jobId}`; any role: `POST /api/ws-ticket`;
 - viewer or admin: `GET /api/jobs`, `/ws`, `GET /metrics`;
-- admin: `POST /api/jobs/{jobId}/cancel`, `POST /api/jobs/{jobId}/deliveries/retry`, `GET /api/audit`;
+- admin: `POST /api/jobs/{jobId}/cancel`, `POST /api/jobs/{jobId}/close`, `POST /api/jobs/{jobId}/deliveries/retry`,
+  `GET /api/audit`;
 - anyone: `/`, `/healthz`, `/readyz`, `/api/openapi.json`, `/api/whoami`, `/dashboard`, `/static/`;
 - the coordinator, with the job's callback token: `POST /api/smpc/callback/{jobId}`.
 """
@@ -35,6 +37,11 @@ ACCESS: dict[tuple[str, str], frozenset[str] | None] = {
     ("POST", "/api/update"): WRITERS,
     ("POST", "/api/jobs/{jobId}/keys"): WRITERS,
     ("GET", "/api/jobs/{jobId}/keys"): ANY_ROLE,
+    ("POST", "/api/jobs/{jobId}/shares"): WRITERS,
+    ("GET", "/api/jobs/{jobId}/shares/{clientId}"): ANY_ROLE,
+    ("GET", "/api/jobs/{jobId}/unmask"): ANY_ROLE,
+    ("POST", "/api/jobs/{jobId}/unmask"): WRITERS,
+    ("POST", "/api/jobs/{jobId}/close"): ADMINS,
     ("GET", "/api/job-status/{jobId}"): ANY_ROLE,
     ("GET", "/api/jobs/{jobId}"): ANY_ROLE,
     ("GET", "/ws/jobs/{jobId}"): ANY_ROLE,
@@ -52,6 +59,9 @@ JSON = "application/json"
 BODY_TYPES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/update"): frozenset({JSON, "application/octet-stream"}),
     ("POST", "/api/jobs/{jobId}/keys"): frozenset({JSON}),
+    ("POST", "/api/jobs/{jobId}/shares"): frozenset({JSON}),
+    ("POST", "/api/jobs/{jobId}/unmask"): frozenset({JSON}),
+    ("POST", "/api/jobs/{jobId}/close"): frozenset({JSON}),
     ("POST", "/api/jobs/{jobId}/cancel"): frozenset({JSON}),
     ("POST", "/api/jobs/{jobId}/deliveries/retry"): frozenset({JSON}),
     ("POST", "/api/smpc/callback/{jobId}"): frozenset({JSON}),
@@ -67,6 +77,8 @@ ANY_HOST = frozenset({("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics
 PARTICIPANT_READS = frozenset(
     {
         ("GET", "/api/jobs/{jobId}/keys"),
+        ("GET", "/api/jobs/{jobId}/shares/{clientId}"),
+        ("GET", "/api/jobs/{jobId}/unmask"),
         ("GET", "/api/job-status/{jobId}"),
         ("GET", "/api/jobs/{jobId}"),
         ("GET", "/ws/jobs/{jobId}"),

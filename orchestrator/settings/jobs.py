@@ -159,6 +159,15 @@ class AggregationSettings:
         low=1,
         high=30 * _DAY,
     )
+    secure_sum_round_timeout_seconds: float = setting(
+        "SECURE_SUM_ROUND_TIMEOUT",
+        300.0,
+        "seconds each round of a secure sum (keys, shares, inputs, unmask) may take unless the job's first key "
+        "gives a `roundTimeout`; a round closes then with the clients that answered if they are at least "
+        "`minClients`",
+        low=0.1,
+        high=30 * _DAY,
+    )
     aggregation_workers: int = setting(
         "AGGREGATION_WORKERS",
         8,

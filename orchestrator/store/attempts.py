@@ -18,12 +18,17 @@ class Attempts(StoreCore):
         async with self.guard("start_attempt"):
             raw = await self.run(
                 scripts.START_ATTEMPT,
-                keys={"job": self.keys.job(job_id), "clients": self.keys.updated_clients(job_id)},
+                keys={
+                    "job": self.keys.job(job_id),
+                    "clients": self.keys.updated_clients(job_id),
+                    "public_keys": self.keys.public_keys(job_id),
+                },
                 args={"worker": worker, "now_ms": now_ms()},
             )
         if not raw or not int(raw[0]):
             return None
-        _, number, aggregating_at, triggered, backend, schema, *clients = raw
+        _, number, aggregating_at, triggered, backend, schema, total, count, *ids = raw
+        contributors = sorted(ids[: int(count)])
         return Attempt(
             job_id=job_id,
             number=int(number),
@@ -31,7 +36,9 @@ class Attempts(StoreCore):
             triggered=bool(triggered),
             backend=backend or None,
             schema_json=schema or "",
-            clients=sorted(clients),
+            clients=contributors,
+            total_clients=int(total) or len(contributors),
+            missing=sorted(set(ids[int(count) :]) - set(contributors)),
         )
 
     async def mark_triggered(self, attempt: Attempt) -> bool:
@@ -111,7 +118,7 @@ class Attempts(StoreCore):
                     "updated": k.jobs_by_updated,
                     "deliveries": k.deliveries(job_id),
                     "delivery_queue": k.delivery_queue,
-                    "vectors": k.vectors(job_id),
+                    "protocol": k.protocol_keys(job_id),
                 },
                 args={
                     "job_id": job_id,

@@ -29,7 +29,7 @@ from orchestrator.waits import note_failure, waited_recently
 KEY_TTL_GRACE_MS = 3600 * 1000
 
 # What read_atomically runs: reads only.
-_READS = frozenset({"HGET", "HGETALL", "HMGET", "LRANGE"})
+_READS = frozenset({"HGET", "HGETALL", "HKEYS", "HMGET", "LRANGE"})
 
 UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TimeoutError, OSError)
 
@@ -160,6 +160,8 @@ class StoreCore:
             "max_rows_declared": "1" if req.max_rows_declared else "",
             "creation_refusal": req.creation_refusal,
             "instance": new_instance_id(),
+            "min_clients": req.total_clients if req.min_clients is None else req.min_clients,
+            "min_clients_declared": "" if req.min_clients is None else "1",
         }
 
     def change_args(self) -> dict[str, str | int]:

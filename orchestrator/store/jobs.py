@@ -29,16 +29,9 @@ class JobWrites(StoreCore):
             raw = await self.run(
                 scripts.UPDATE,
                 keys={
-                    **k.job_keys(job_id),
+                    **k.round_keys(job_id),
                     "created": k.jobs_by_created,
-                    "updated": k.jobs_by_updated,
-                    "in_progress": k.jobs_by_status(JobStatus.IN_PROGRESS),
-                    "aggregating": k.jobs_by_status(JobStatus.AGGREGATING),
-                    "queue": k.aggregation_queue,
-                    "deadlines": k.jobs_by_deadline,
                     "tomb": k.tombstone(job_id),
-                    "public_keys": k.public_keys(job_id),
-                    "vectors": k.vectors(job_id),
                     "client_rate": k.rate_counter("client", rate_client or "-", index),
                     "ip_rate": k.rate_counter("ip", actor.ip or "-", index),
                     "audit": k.audit,
@@ -84,7 +77,7 @@ class JobWrites(StoreCore):
                     "cancelled": k.jobs_by_status(JobStatus.CANCELLED),
                     "updated": k.jobs_by_updated,
                     "deadlines": k.jobs_by_deadline,
-                    "vectors": k.vectors(job_id),
+                    "protocol": k.protocol_keys(job_id),
                 },
                 args={"job_id": job_id, "reason": reason, **self.change_args()},
             )
@@ -98,23 +91,19 @@ class JobWrites(StoreCore):
                 list[str], await self.redis.zrangebyscore(self.keys.jobs_by_deadline, "-inf", ms, start=0, num=limit)
             )
 
-    async def fail_overdue_collection(self, job_id: str) -> bool:
-        """Fail a job whose collection deadline passed, naming the clients that reported."""
-        k = self.keys
-        async with self.guard("fail_overdue"):
-            done, _ = await self.run(
-                scripts.FAIL_OVERDUE_COLLECTION,
-                keys={
-                    **k.job_keys(job_id),
-                    "in_progress": k.jobs_by_status(JobStatus.IN_PROGRESS),
-                    "failed": k.jobs_by_status(JobStatus.FAILED),
-                    "updated": k.jobs_by_updated,
-                    "deadlines": k.jobs_by_deadline,
-                    "vectors": k.vectors(job_id),
-                },
-                args={"job_id": job_id, "reason": "Collection deadline passed", **self.change_args()},
+    async def close_collection(self, job_id: str, *, by: str = "deadline") -> tuple[bool, str, str, int]:
+        """Close a job's collection at its deadline (``by`` 'deadline': only once it is due) or early ('admin'):
+        with at least minClients reported it aggregates them, with fewer it fails naming who is missing; a
+        secure sum closes its round in progress by the same rule. Returns (closed by this call, outcome,
+        status, version); safe to repeat and to race (one call closes)."""
+        reason = "Collection deadline passed" if by == "deadline" else "Collection closed by an admin"
+        async with self.guard("close_collection"):
+            done, outcome, status, version = await self.run(
+                scripts.CLOSE_COLLECTION,
+                keys=self.keys.round_keys(job_id),
+                args={"job_id": job_id, "by": by, "reason": reason, **self.change_args()},
             )
-        return bool(done)
+        return bool(done), str(outcome), str(status), int(version)
 
     async def expire_stale(self, *, now: int | None = None) -> tuple[list[str], bool]:
         """Expire (a batch of) the jobs unchanged for longer than the TTL, announcing each; returns their
@@ -138,6 +127,10 @@ class JobWrites(StoreCore):
                         "deliveries": k.deliveries(job_id),
                         "public_keys": k.public_keys(job_id),
                         "vectors": k.vectors(job_id),
+                        "sharers": k.sharers(job_id),
+                        "shares": k.shares(job_id),
+                        "unmask": k.unmask(job_id),
+                        "dropped": k.dropped(job_id),
                         "indexes": indexes,
                     },
                     args={

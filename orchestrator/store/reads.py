@@ -15,19 +15,24 @@ _LIST_BATCH = 200
 class JobReads(StoreCore):
     async def get_job(self, job_id: str) -> Job:
         """The job with its clients and the time each reported; JobNotFound if there is none."""
+        k = self.keys
         async with self.guard("get_job"):
-            raw, times, deliveries = map(
-                pairs,
-                await self.read_atomically(
-                    ("HGETALL", self.keys.job(job_id)),
-                    ("HGETALL", self.keys.client_times(job_id)),
-                    ("HGETALL", self.keys.deliveries(job_id)),
-                ),
+            raw, times, deliveries, keyed, shared, unmasked, dropped = await self.read_atomically(
+                ("HGETALL", k.job(job_id)),
+                ("HGETALL", k.client_times(job_id)),
+                ("HGETALL", k.deliveries(job_id)),
+                # A secure sum's rounds (empty for any other job).
+                ("HKEYS", k.public_keys(job_id)),
+                ("HKEYS", k.sharers(job_id)),
+                ("HKEYS", k.unmask(job_id)),
+                ("HGETALL", k.dropped(job_id)),
             )
         if not raw:
             raise JobNotFound(job_id)
-        job = Job.from_redis(raw, times)
-        job.deliveries = {name: json.loads(record) for name, record in deliveries.items()}
+        job = Job.from_redis(pairs(raw), pairs(times))
+        job.deliveries = {name: json.loads(record) for name, record in pairs(deliveries).items()}
+        job.participants, job.sharers, job.unmasked = sorted(keyed), sorted(shared), sorted(unmasked)
+        job.dropped = pairs(dropped)
         return job
 
     async def find_job(self, job_id: str) -> Job | None:

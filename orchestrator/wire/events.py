@@ -40,12 +40,61 @@ class ClientDone(Event, tag="client.done"):
     total_clients: Count
 
 
+ClosedBy = Literal["all", "deadline", "timeout", "admin"]
+
+
 class JobAggregating(Event, tag="job.aggregating"):
     """Every client has reported (or the deadline came with enough of them): aggregation is queued."""
 
     done_count: Count
     total_clients: Count
     status: Literal["AGGREGATING"]
+    contributors: Annotated[Count, Meta(description="The clients whose data the result will hold.")] | UnsetType = UNSET
+    closed_by: Annotated[ClosedBy, Meta(description="What closed collection.")] | UnsetType = UNSET
+
+
+class QuorumReached(Event, tag="job.quorum_reached"):
+    """minClients reports (a secure sum: inputs) are in: the job will complete at its deadline whatever else."""
+
+    done_count: Count
+    min_clients: Count
+    total_clients: Count
+    expected: Annotated[Count, Meta(description="How many reports the job still waits for before its deadline.")]
+
+
+class RoundClosed(Event, tag="round.closed"):
+    """A round of a secure sum closed with at least minClients answers; the next one is open."""
+
+    round: Literal["keys", "shares", "inputs", "unmask"]
+    closed_by: ClosedBy
+    participants: Annotated[Count, Meta(description="Who answered it.")]
+    expected: Annotated[Count, Meta(description="Whom it waited for.")]
+    next: Literal["shares", "inputs", "unmask", "done"]
+    round_deadline_at: Annotated[int, Meta(ge=0, description="When the next round closes (epoch ms; 0: done).")]
+    dropped: Annotated[list[str], Meta(description="Who did not answer it.")] | UnsetType = UNSET
+
+
+class ClientDropped(Event, tag="client.dropped"):
+    """A client missed a round of a secure sum: it takes no further part (its data is not in the result)."""
+
+    client_id: JobId
+    round: Literal["keys", "shares", "inputs"]
+
+
+class SharesPosted(Event, tag="shares.posted"):
+    """A client posted its sealed share bundles (the shares round)."""
+
+    client_id: JobId
+    count: Count
+    expected: Count
+
+
+class UnmaskPosted(Event, tag="unmask.posted"):
+    """A survivor answered the unmask round."""
+
+    client_id: JobId
+    count: Count
+    expected: Count
 
 
 class KeysRegistered(Event, tag="keys.registered"):
@@ -76,6 +125,9 @@ class JobFailed(Event, tag="job.failed"):
     reason: str
     done_count: Count | UnsetType = UNSET
     total_clients: Count | UnsetType = UNSET
+    min_clients: Count | UnsetType = UNSET
+    round: Annotated[str, Meta(description="A secure sum's round that had too few answers.")] | UnsetType = UNSET
+    closed_by: ClosedBy | UnsetType = UNSET
 
 
 class JobCancelled(Event, tag="job.cancelled"):
@@ -115,6 +167,11 @@ JobEvent = (
     | JobAggregating
     | KeysRegistered
     | KeysComplete
+    | QuorumReached
+    | RoundClosed
+    | ClientDropped
+    | SharesPosted
+    | UnmaskPosted
     | JobCompleted
     | JobFailed
     | JobCancelled

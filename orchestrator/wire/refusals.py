@@ -76,7 +76,7 @@ def _schema_refused(path: str, value: Any) -> ValidationError:
 
 def _public_key_refused(path: str, value: Any) -> ValidationError:
     return ValidationError(
-        "'publicKey' must be the base64 of a raw 32-byte X25519 public key",
+        f"'{path}' must be the base64 of a raw 32-byte X25519 public key",
         code="missing_field" if value is MISSING or value is None else "invalid_public_key",
         field=path,
     )
@@ -92,7 +92,19 @@ REFUSALS: dict[str, Refusal] = {
     "vector": says("'vector' must be a base64 string", "invalid_vector"),
     "max_rows": _max_rows_refused,
     "public_key": _public_key_refused,
+    "encryption_key": _public_key_refused,
+    "min_clients": says(f"'minClients' must be an integer 1-{MAX_TOTAL_CLIENTS}, got {{value}}"),
+    "round_timeout": says(f"'roundTimeout' must be a number of seconds between 0 and {MAX_DEADLINE_SECONDS}"),
     "reason": says(f"'reason' must be a string of at most {MAX_REASON} characters"),
     "status": says("'status' must be COMPLETED or FAILED"),
+    "shares": _required(
+        says(
+            "'shares' must be a list of {{to, ciphertext}} (base64, at most 1024 characters), one per member "
+            "of the keys round",
+            "invalid_shares",
+        )
+    ),
+    "self_mask_shares": _required(says("'selfMaskShares' must be a list of {{of, index, value}}", "invalid_shares")),
+    "key_shares": _required(says("'keyShares' must be a list of {{of, index, value}}", "invalid_shares")),
 }
 KEY_REFUSALS = {**REFUSALS, "total_clients": _required(_key_total_refused)}

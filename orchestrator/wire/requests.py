@@ -73,6 +73,13 @@ class UpdateBody(msgspec.Struct, kw_only=True, rename="camel"):
     max_rows: Annotated[
         MaxRows | MaxRowsDigits | None, Meta(description="The most rows a client may count (summed-vector jobs).")
     ] = None
+    min_clients: Annotated[
+        TotalClients | TotalDigits | None,
+        Meta(
+            description="k of n: the job completes at its deadline with at least this many reports "
+            "(default totalClients)."
+        ),
+    ] = None
 
 
 class KeyBody(msgspec.Struct, kw_only=True, rename="camel"):
@@ -80,10 +87,56 @@ class KeyBody(msgspec.Struct, kw_only=True, rename="camel"):
 
     client_id: Id
     total_clients: Annotated[KeyTotal | KeyTotalDigits, Meta(description="How many clients the job has (>= 2).")]
-    public_key: Annotated[str, Meta(description="Base64 of the raw 32-byte X25519 public key.")]
+    public_key: Annotated[str, Meta(description="Base64 of the raw 32-byte X25519 public key for mask agreement.")]
+    encryption_key: Annotated[
+        str, Meta(description="Base64 of another raw 32-byte X25519 public key: peers encrypt their shares to it.")
+    ]
     schema: Schema | None = None
     deadline: Deadline = None
     max_rows: MaxRows | MaxRowsDigits | None = None
+    min_clients: Annotated[
+        TotalClients | TotalDigits | None,
+        Meta(
+            description="The threshold k (> totalClients / 2; default totalClients): every round goes on with "
+            "at least k clients, and k shares rebuild a dropped client's masks."
+        ),
+    ] = None
+    round_timeout: Annotated[
+        Seconds | None, Meta(description="Seconds each protocol round may take (default SECURE_SUM_ROUND_TIMEOUT).")
+    ] = None
+
+
+# A share bundle is ~200 bytes sealed; 1 KiB of base64 leaves room and bounds what a client can make us keep.
+MAX_BUNDLE_TEXT = 1024
+Bundle = Annotated[str, Meta(max_length=MAX_BUNDLE_TEXT, description="Base64 of the sealed share bundle.")]
+ShareIndex = Annotated[int, Meta(ge=1, le=65535, description="The share's x: its holder's 1-based place in U1.")]
+
+
+class ShareBundle(msgspec.Struct, kw_only=True):
+    to: Annotated[Id, Meta(description="The member of U1 this bundle is sealed for (the poster itself included).")]
+    ciphertext: Bundle
+
+
+class SharesBody(msgspec.Struct, kw_only=True, rename="camel"):
+    """POST /api/jobs/{jobId}/shares: a client's share bundles, one for every member of U1."""
+
+    client_id: Id
+    shares: Annotated[list[ShareBundle], Meta(max_length=MAX_TOTAL_CLIENTS)]
+
+
+class RevealedShare(msgspec.Struct, kw_only=True):
+    of: Annotated[Id, Meta(description="The client whose secret this is a share of.")]
+    index: ShareIndex
+    value: Annotated[str, Meta(max_length=64, description="Base64 of the share's value (16 or 32 bytes).")]
+
+
+class UnmaskBody(msgspec.Struct, kw_only=True, rename="camel"):
+    """POST /api/jobs/{jobId}/unmask: a survivor's shares of the survivors' self-mask seeds and of the
+    dropped clients' mask keys (never both of one client)."""
+
+    client_id: Id
+    self_mask_shares: Annotated[list[RevealedShare], Meta(max_length=MAX_TOTAL_CLIENTS)]
+    key_shares: Annotated[list[RevealedShare], Meta(max_length=MAX_TOTAL_CLIENTS)]
 
 
 class CancelBody(msgspec.Struct, kw_only=True):
@@ -109,6 +162,7 @@ def decode_update(data: Mapping[str, Any], *, now_ms: int) -> UpdateRequest:
         total_clients=total,
         aggregation=body.aggregation,
         vector=None if body.vector is None else decode_vector(body.vector),
+        min_clients=_min_clients(body.min_clients, total),
         **_layout_fields(body, data.get("schema"), now_ms),
     )
 
@@ -117,25 +171,80 @@ def decode_key(job_id: str, data: Mapping[str, Any], *, now_ms: int) -> KeyReque
     body = convert(data, KeyBody, KEY_REFUSALS)
     client_id = _id(body.client_id, "clientId")
     total = _total(body.total_clients)
-    try:
-        raw = parse_public_key(body.public_key)
-    except InvalidPublicKey as e:
+    mask_key, encryption_key = _x25519(body.public_key, "publicKey"), _x25519(body.encryption_key, "encryptionKey")
+    if mask_key == encryption_key:
         raise ValidationError(
-            f"'publicKey' is not a usable X25519 public key: {e}", code="invalid_public_key", field="publicKey"
-        ) from None
+            "'encryptionKey' must be another key than 'publicKey' (one agrees masks, the other encrypts shares)",
+            code="invalid_public_key",
+            field="encryptionKey",
+        )
+    min_clients = _min_clients(body.min_clients, total)
+    if min_clients is not None and 2 * min_clients <= total:
+        raise ValidationError(
+            f"'minClients' must be more than half of totalClients ({total}) for a secure sum, got {min_clients}: "
+            "with fewer, the service and a minority of clients could rebuild one client's masks",
+            code="threshold_too_low",
+            field="minClients",
+        )
     return KeyRequest(
         job_id=job_id,
         client_id=client_id,
         total_clients=total,
-        public_key=encode_key(raw),  # one spelling per key, so a repeat is recognised as one
+        public_key=mask_key,
+        encryption_key=encryption_key,
+        min_clients=min_clients,
+        round_timeout_ms=None if body.round_timeout is None else max(1, int(body.round_timeout * 1000)),
         **_layout_fields(body, data.get("schema"), now_ms),
     )
+
+
+def _x25519(text: str, name: str) -> str:
+    """A public key's canonical base64 (one spelling per key, so a repeat is recognised as one)."""
+    try:
+        return encode_key(parse_public_key(text))
+    except InvalidPublicKey as e:
+        raise ValidationError(
+            f"'{name}' is not a usable X25519 public key: {e}", code="invalid_public_key", field=name
+        ) from None
+
+
+def _min_clients(value: int | str | None, total: int) -> int | None:
+    try:
+        k = whole_number(value)
+    except ValueError:
+        raise REFUSALS["min_clients"]("minClients", value) from None
+    if k is not None and k > total:
+        raise ValidationError(
+            f"'minClients' ({k}) cannot be more than totalClients ({total})",
+            code="invalid_min_clients",
+            field="minClients",
+        )
+    return k
 
 
 def decode_cancel(data: Mapping[str, Any]) -> CancelBody:
     body = convert(data, CancelBody, REFUSALS)
     if body.reason is not None:
         encodable(body.reason, "reason")
+    return body
+
+
+def decode_shares(data: Mapping[str, Any]) -> SharesBody:
+    body = convert(data, SharesBody, REFUSALS)
+    _id(body.client_id, "clientId")
+    for bundle in body.shares:
+        _id(bundle.to, "shares.to")
+    if len({b.to for b in body.shares}) != len(body.shares):
+        raise ValidationError("'shares' names a recipient twice", code="invalid_shares", field="shares")
+    return body
+
+
+def decode_unmask(data: Mapping[str, Any]) -> UnmaskBody:
+    body = convert(data, UnmaskBody, REFUSALS)
+    _id(body.client_id, "clientId")
+    for name, shares in (("selfMaskShares", body.self_mask_shares), ("keyShares", body.key_shares)):
+        if len({s.of for s in shares}) != len(shares):
+            raise ValidationError(f"'{name}' names a client twice", code="invalid_shares", field=name)
     return body
 
 

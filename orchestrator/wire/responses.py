@@ -127,12 +127,23 @@ class JobStatusResponse(Wire):
     progress: Progress
     version: Version
     instance_id: InstanceId
+    min_clients: Annotated[Count, Meta(description="k of n: the reports the job needs at its deadline.")]
     job_info: JobInfo
     failure_reason: Annotated[str, Meta(description="FAILED or CANCELLED: why.")] | UnsetType = UNSET
     deliveries: Deliveries | UnsetType = UNSET
     key_round: KeyRoundSummary | UnsetType = UNSET
     aggregated_results: Annotated[Any, Meta(description="Per-feature results (COMPLETED only).")] = UNSET
     metadata: Annotated[ResultMetadata, Meta(description="COMPLETED only.")] | UnsetType = UNSET
+    contributors: Annotated[list[str], Meta(description="COMPLETED: the clients whose data the result holds.")] | (
+        UnsetType
+    ) = UNSET
+    missing_clients: (
+        Annotated[list[str], Meta(description="COMPLETED: the clients known by id whose data it does not hold.")]
+        | UnsetType
+    ) = UNSET
+    missing_count: Annotated[Count, Meta(description="COMPLETED: totalClients minus the contributors.")] | (
+        UnsetType
+    ) = UNSET
 
 
 class JobSummary(Wire):
@@ -153,6 +164,37 @@ class ClientReport(Wire):
     reported_at: Time
 
 
+Round = Literal["collect", "keys", "shares", "inputs", "unmask", "done"]
+
+
+class DroppedClient(Wire):
+    client_id: JobId
+    round: Annotated[Round, Meta(description="The secure-sum round it did not answer.")]
+
+
+class Participation(Wire):
+    """Who the job waits for (in its round in progress, for a secure sum), until when, and who dropped out."""
+
+    min_clients: Count
+    round: Annotated[
+        Round,
+        Meta(description="collect (any backend but secure-sum, still collecting), a secure sum's round, or done."),
+    ]
+    round_deadline: Annotated[Time | None, Meta(description="When the round in progress closes.")]
+    deadline: Annotated[Time | None, Meta(description="When collection (a secure sum: its keys round) closes.")]
+    expected: Annotated[
+        list[str] | None, Meta(description="Whom the round waits on, when known by id (null: not known yet).")
+    ]
+    answered: Annotated[list[str], Meta(description="Who answered the round in progress (the reporters).")]
+    waiting_for: Annotated[list[str], Meta(description="expected minus answered, while collecting.")]
+    waiting_count: Annotated[Count, Meta(description="How many answers the round still waits for.")]
+    dropped: list[DroppedClient]
+    closed_by: Annotated[
+        Literal["all", "deadline", "timeout", "admin"] | None,
+        Meta(description="What closed collection: every client answered, the deadline, a round timeout, an admin."),
+    ]
+
+
 class Job(JobSummary):
     """The full job: its summary, schema, clients with the time each reported, timestamps and result."""
 
@@ -165,6 +207,9 @@ class Job(JobSummary):
     deliveries: Deliveries
     aggregation: Annotated[str | None, Meta(description="The aggregation backend the job asked for.")]
     instance_id: InstanceId
+    min_clients: Count
+    deadline: Time | None
+    participation: Participation
     key_round: KeyRoundSummary | UnsetType = UNSET
 
 
@@ -204,7 +249,11 @@ class KeyResponse(Wire):
 
 class PublicKey(Wire):
     client_id: JobId
-    public_key: Annotated[str, Meta(description="Raw 32-byte X25519 key, base64.")]
+    public_key: Annotated[str, Meta(description="Mask agreement: raw 32-byte X25519 key, base64.")]
+    encryption_key: Annotated[str, Meta(description="Share encryption: raw 32-byte X25519 key, base64.")]
+
+
+SecureRound = Literal["keys", "shares", "inputs", "unmask", "done"]
 
 
 class KeyRound(Wire):
@@ -212,10 +261,66 @@ class KeyRound(Wire):
     instance_id: InstanceId
     status: JobStatus
     total_clients: Count
+    min_clients: Count
+    threshold: Annotated[Count, Meta(description="Shares that rebuild a secret: minClients.")]
     max_rows: Count
+    round: Annotated[SecureRound, Meta(description="The round in progress.")]
+    round_deadline: Annotated[Time | None, Meta(description="When the round in progress closes.")]
     key_count: Count
-    complete: bool
+    complete: Annotated[bool, Meta(description="The keys round has closed: `participants` (U1) is fixed.")]
+    participants: Annotated[list[str], Meta(description="U1, sorted (empty until the keys round closes).")]
     keys: Annotated[list[PublicKey], Meta(description="Sorted by clientId.")]
+    version: Version
+
+
+class SealedShare(Wire):
+    from_: Annotated[JobId, Meta(description="The member of U2 that sealed it.")] = msgspec.field(name="from")
+    ciphertext: str
+
+
+class ShareInbox(Wire):
+    """The bundles sealed for one client by the members of U2 (the shares round has closed)."""
+
+    job_id: JobId
+    client_id: JobId
+    instance_id: InstanceId
+    round: SecureRound
+    threshold: Count
+    participants: Annotated[list[str], Meta(description="U1, sorted: a share's index is its holder's place.")]
+    sharers: Annotated[list[str], Meta(description="U2: the clients every input must be masked with.")]
+    shares: list[SealedShare]
+
+
+class UnmaskRequest(Wire):
+    """What the unmask round asks each survivor (no client is in both lists)."""
+
+    job_id: JobId
+    instance_id: InstanceId
+    round: SecureRound
+    status: JobStatus
+    threshold: Count
+    survivors: Annotated[list[str], Meta(description="U3: send a share of each one's self-mask seed.")]
+    dropped: Annotated[list[str], Meta(description="U2 minus U3: send a share of each one's mask key.")]
+    answered: list[str]
+
+
+class RoundAnswer(Wire):
+    job_id: JobId
+    client_id: JobId
+    already_posted: Annotated[bool, Meta(description="This very answer was posted before: nothing changed.")]
+    count: Annotated[Count, Meta(description="Answers the round has now.")]
+    expected: Annotated[Count, Meta(description="Answers it waits for.")]
+    status: JobStatus
+    version: Version
+
+
+class CloseResponse(Wire):
+    job_id: JobId
+    status: JobStatus
+    outcome: Annotated[
+        Literal["aggregating", "failed", "next"],
+        Meta(description="Aggregating the reporters, failed (fewer than minClients), or a secure sum's next round."),
+    ]
     version: Version
 
 
