@@ -1,10 +1,16 @@
 // The dashboard: a live table of jobs fed by /ws, and a detail view fed by /ws/jobs/{jobId}.
-import { signIn } from "./auth.js";
+import { signIn, token } from "./auth.js";
 import { Feed } from "./feed.js";
-import { renderDetail } from "./detail.js";
+import { renderDetail, setServerTime } from "./detail.js";
 import { formatTime } from "./format.js";
 
 const FINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
+// Events that change who a job waits for, or until when: the detail takes the whole job afresh on each
+// (GET /api/jobs/{jobId} has its participation), as an event alone does not say who is still awaited.
+const PARTICIPATION_EVENTS = new Set([
+  "client.done", "job.quorum_reached", "round.closed", "client.dropped", "shares.posted", "unmask.posted",
+  "keys.registered", "keys.complete", "job.aggregating", "job.completed", "job.failed",
+]);
 const CONNECTION_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline, retrying…" };
 
 const jobs = new Map(); // jobId -> summary
@@ -14,6 +20,7 @@ let frame = 0;
 let selected = null;
 let detailFeed = null;
 let detailJob = null;
+let refresh = null; // {jobId, again}: the detail's re-fetch in flight, and whether another is due after it
 
 const tbody = document.querySelector("#jobs tbody");
 const filter = document.getElementById("status-filter");
@@ -190,6 +197,7 @@ function onDetailMessage(jobId, message) {
     return;
   }
   if (message.type === "snapshot") {
+    setServerTime(message.at);
     detailJob = message.job ? { ...message.job } : null;
     if (detailJob) detailJob.version = message.version;
   } else if (detailJob && message.version > detailJob.version) {
@@ -211,6 +219,7 @@ function onDetailMessage(jobId, message) {
       const { type, jobId, version, at, destination, ...record } = message;
       detailJob.deliveries = { ...(detailJob.deliveries || {}), [destination]: record };
     }
+    if (PARTICIPATION_EVENTS.has(message.type)) refreshDetail(jobId);
   } else if (!detailJob && message.type === "job.created") {
     // Created after we opened it: take the whole job afresh.
     detailFeed.close();
@@ -219,6 +228,45 @@ function onDetailMessage(jobId, message) {
   }
   renderDetail(detailJob, jobId);
   if (detailJob && FINAL.has(detailJob.status)) applySummary({ ...detailJob });
+}
+
+// Re-fetches the open job; a burst of events costs one request in flight and at most one after it.
+function refreshDetail(jobId) {
+  if (refresh?.jobId === jobId) {
+    refresh.again = true;
+    return;
+  }
+  const current = { jobId, again: true };
+  refresh = current;
+  (async () => {
+    try {
+      while (current.again && selected === jobId) {
+        current.again = false;
+        const job = await fetchJob(jobId);
+        if (!job || selected !== jobId || !detailJob) continue;
+        // Older than what the socket showed meanwhile (a delivery event, say): the server has that by now.
+        if (job.version < detailJob.version) {
+          current.again = true;
+          continue;
+        }
+        detailJob = job;
+        renderDetail(detailJob, jobId);
+        if (FINAL.has(detailJob.status)) applySummary({ ...detailJob });
+      }
+    } finally {
+      if (refresh === current) refresh = null;
+    }
+  })();
+}
+
+async function fetchJob(jobId) {
+  const current = token();
+  try {
+    const response = await fetch(`/api/jobs/${encodeURIComponent(jobId)}`, { headers: current ? { Authorization: `Bearer ${current}` } : {} });
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null; // offline: the feed reconnects and its snapshot brings the job
+  }
 }
 
 filter.addEventListener("change", refilter);
