@@ -17,9 +17,9 @@ from aiohttp import web
 from orchestrator import SERVICE_NAME, __version__, server
 from orchestrator.app import create_app
 from orchestrator.client import OrchestratorError
-from orchestrator.commands import submit_command, update_command, watch_command
+from orchestrator.commands import deadline, positive_float, positive_int, submit_command, update_command, watch_command
 from orchestrator.logconfig import configure_logging, shutdown_logging
-from orchestrator.securesum.demo import run_demo
+from orchestrator.securesum.demo import DROP_POINTS, DROP_ROUND_TIMEOUT, min_clients_for, run_demo
 from orchestrator.securesum.participant import DEFAULT_MAX_ROWS, KeyRoundError
 from orchestrator.security.tokens import ROLES, AuthError, bound_claims, issue_token, parse_ttl
 from orchestrator.settings import Settings, SettingsError
@@ -76,13 +76,39 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--csv", required=True, type=Path, help="the client's rows: a CSV file with a header line")
     submit.add_argument("--aggregation", choices=["secure-sum", "sum"], default="secure-sum")
     submit.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="the job's maxRows (all clients agree)")
-    submit.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    submit.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the result and print it (a secure sum stays until its unmask round either way)",
+    )
+    submit.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (default: never)")
+    submit.add_argument(
+        "--min-clients",
+        type=positive_int,
+        default=None,
+        help="k of n: the job completes with at least this many clients, the others counting as dropped; a "
+        "secure sum needs more than half of --total (default: --total, every client)",
+    )
+    submit.add_argument(
+        "--round-timeout",
+        type=positive_float,
+        default=None,
+        help="secure sum: seconds each round waits for the clients it expects before it closes without them "
+        "(default: the service's SECURE_SUM_ROUND_TIMEOUT, 300)",
+    )
+    submit.add_argument(
+        "--deadline",
+        type=deadline,
+        default=None,
+        help="when the job's collection closes: an ISO 8601 time (UTC unless it names a zone) or seconds from "
+        "now (default: none, the job waits for its clients or its round timeouts)",
+    )
     submit.add_argument(
         "--key-file",
         type=Path,
-        help="keep this client's X25519 private key for the job here (created if missing, mode 0600), so a "
-        "rerun after a crash takes part with the same key",
+        help="keep this client's secure-sum state for the job here (keys, self-mask seed, the shares it posted "
+        "and received, its unmask answer; created if missing, mode 0600), so a rerun after a crash resumes "
+        "the round it stopped in",
     )
     submit.add_argument("--url", default=None, help=url_help)
     submit.add_argument("--token", default=None, help=token_help)
@@ -96,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", default=None, help="use this running service instead of starting one")
     demo.add_argument("--port", type=int, default=None, help="port of the embedded service (env PORT, default 5000)")
     demo.add_argument("--exit", action="store_true", help="stop the embedded service after the demo")
+    demo.add_argument(
+        "--drop",
+        type=int,
+        default=0,
+        help="this many holders drop out; the job runs with minClients = clients - drop, which must be more "
+        "than half the clients (default 0)",
+    )
+    demo.add_argument(
+        "--drop-at",
+        choices=DROP_POINTS,
+        default="mixed",
+        help="the round after which the dropped holders stop (default mixed: spread over keys, shares, inputs)",
+    )
+    demo.add_argument(
+        "--round-timeout",
+        type=positive_float,
+        default=None,
+        help=f"with --drop: seconds each round waits for the holders it expects (default {DROP_ROUND_TIMEOUT:g})",
+    )
     return parser
 
 
@@ -129,6 +174,14 @@ async def demo_command(args: argparse.Namespace) -> int:
     if not 2 <= args.clients <= 100 or not 1 <= args.rows <= 1_000_000:
         print("orchestrator: --clients must be 2-100 and --rows 1-1000000", file=sys.stderr)
         return 2
+    if args.drop < 0 or (args.drop and min_clients_for(args.clients, args.drop) is None):
+        most = (args.clients - 1) // 2
+        print(
+            f"orchestrator: --drop {args.drop} of {args.clients} holders: a secure sum needs more than half of "
+            f"the holders to stay (minClients = clients - drop > clients / 2), so --drop may be 0-{most}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = Settings.from_env().with_overrides(port=args.port)
     except SettingsError as e:
@@ -140,13 +193,18 @@ async def demo_command(args: argparse.Namespace) -> int:
     secret = settings.auth_jwt_secret
     claims = bound_claims(settings)
     if args.url:
-        ok = await run_demo(
-            args.url.rstrip("/"), clients=args.clients, rows=args.rows, seed=args.seed, secret=secret, claims=claims
-        )
+        ok = await demo_against(args.url.rstrip("/"), args, secret, claims)
         return 0 if ok else 1
     if refusal := check_exposure(settings, False):
         print(f"orchestrator: {refusal}", file=sys.stderr)
         return 2
+    if args.drop:
+        # Rounds close at their deadline on the next sweep: sweep often enough that a round waits about
+        # its timeout, not up to a sweep interval more.
+        timeout = args.round_timeout or DROP_ROUND_TIMEOUT
+        settings = settings.with_overrides(
+            aggregation_sweep_seconds=min(settings.aggregation_sweep_seconds, max(timeout / 10, 0.1))
+        )
     logging.getLogger("orchestrator").setLevel(logging.WARNING)
     runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=5)
     await runner.setup()
@@ -154,13 +212,27 @@ async def demo_command(args: argparse.Namespace) -> int:
         await web.TCPSite(runner, settings.host, settings.port).start()
         url = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '') else settings.host}:{settings.port}"
         print(f"Service started on {url} ({settings.redis_label})")
-        ok = await run_demo(url, clients=args.clients, rows=args.rows, seed=args.seed, secret=secret, claims=claims)
+        ok = await demo_against(url, args, secret, claims)
         if not args.exit:
             print(f"\nThe service keeps running: open {url}/dashboard (Ctrl-C to stop).", flush=True)
             await asyncio.Event().wait()
         return 0 if ok else 1
     finally:
         await runner.cleanup()
+
+
+async def demo_against(url: str, args: argparse.Namespace, secret: str | None, claims: dict[str, str]) -> bool:
+    return await run_demo(
+        url,
+        clients=args.clients,
+        rows=args.rows,
+        seed=args.seed,
+        secret=secret,
+        claims=claims,
+        drop=args.drop,
+        drop_at=args.drop_at,
+        round_timeout=args.round_timeout,
+    )
 
 
 def token_command(args: argparse.Namespace) -> int:
