@@ -255,3 +255,23 @@ async def test_a_trigger_an_earlier_attempt_may_have_made_is_not_repeated(
     third = await store.start_attempt("re", "another")
     assert third is not None
     assert await store.prepare_trigger(third, "other") == ("first-token", True)
+
+
+async def test_smpc_at_the_deadline_with_a_quorum_triggers_the_reporters(
+    agg_client: Callable[..., Any], coordinator: FakeCoordinator
+) -> None:
+    """k of n with the coordinator: at the deadline, 2 of 3 reported and 2 are enough: the coordinator is
+    triggered with those two as `clients`, and the result says who is in it and who is not."""
+    coordinator.outputs["quorum"] = OUTPUT
+    client = await agg_client()
+    for cid in ("a", "b"):
+        body = {"jobId": "quorum", "clientId": cid, "totalClients": 3, "minClients": 2, "deadline": 0.5}
+        resp = await client.post("/api/update", json={**body, "schema": DETAILED_SCHEMA})
+        assert resp.status == 200, await resp.text()
+    status = await final_status(client, "quorum", within=10)
+    assert status["status"] == "COMPLETED", status
+    assert coordinator.trigger_bodies["quorum"][0]["clients"] == ["a", "b"]
+    assert (status["contributors"], status["missingClients"], status["missingCount"]) == (["a", "b"], [], 1)
+    assert (status["metadata"]["totalClients"], status["metadata"]["doneCount"]) == (3, 2)
+    job = await (await client.get("/api/jobs/quorum")).json()
+    assert job["participation"]["closedBy"] == "deadline"

@@ -202,7 +202,6 @@ def test_two_runs_never_make_two_keys(tmp_path: Path) -> None:
     assert first.seed == second.seed
 
 
-@pytest.mark.xfail(reason="KeyFile._write opens an existing .tmp without O_EXCL and keeps its mode (reported)")
 def test_a_stale_temporary_file_does_not_widen_the_mode(tmp_path: Path) -> None:
     path = tmp_path / "a.key"
     key = KeyFile.open(path, "job-1")

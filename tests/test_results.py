@@ -91,7 +91,12 @@ async def test_api_fails_then_accepts_exactly_once(
     assert len(keys) == 1
     body = results_api.accepted[0]["body"]
     assert (body["jobId"], body["clientList"], body["totalClients"]) == ("api1", ["c1", "c2"], 2)
-    assert set(body) == {"jobId", "timestamp", "clientList", "totalClients", "aggregatedResults", "metadata"}
+    assert set(body) == {"jobId", "timestamp", "clientList", "totalClients", "aggregatedResults", "metadata"} | {
+        "contributors",
+        "missingClients",
+        "missingCount",
+    }
+    assert (body["contributors"], body["missingClients"], body["missingCount"]) == (["c1", "c2"], [], 0)
     events = [e["type"] for e in await client.app[STORE].event_history("api1")]
     assert events.count("delivery.succeeded") == 1 and "delivery.failed" not in events
     history = await client.get("/api/jobs/api1")

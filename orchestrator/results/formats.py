@@ -92,6 +92,11 @@ def as_text(data: dict[str, Any]) -> str:
         f"Aggregated results for job {data['jobId']}",
         f"Generated: {data['timestamp']}",
         f"Clients ({data['totalClients']}): {', '.join(data['clientList'])}",
+        *(
+            [f"Missing ({data['missingCount']}): {', '.join(data.get('missingClients') or []) or 'not known by id'}"]
+            if data.get("missingCount")
+            else []
+        ),
         "",
         *summary_lines(data["aggregatedResults"]),
     ]

@@ -126,6 +126,8 @@ class DeliveryService(QueueWorkers):
         result = job.final_result
         clients = result.get("clientList") or [c.client_id for c in job.clients]
         data = payload(job_id, result.get("aggregatedResults") or [], clients, result.get("metadata"), completed)
+        # k of n: whose data the result holds and whose it does not (the payload's additive members).
+        data |= {name: result[name] for name in ("contributors", "missingClients", "missingCount") if name in result}
         return job, data, completed
 
     async def _send(

@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,15 +140,23 @@ class KeyFile:
         )
         # A new file is created exclusively (two runs must not each write a key); a rewrite goes to a
         # temporary file renamed into place, so a crash never leaves half a key.
-        target = self.path if exclusive else self.path.with_name(self.path.name + ".tmp")
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-        fd = os.open(target, flags, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if not exclusive:
-            os.replace(target, self.path)
+        if exclusive:
+            target = self.path
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        else:  # a fresh temporary file of its own (mode 0600, never a stale or linked one)
+            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".")
+            target = Path(name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if not exclusive:
+                os.replace(target, self.path)
+        except BaseException:
+            if not exclusive:
+                target.unlink(missing_ok=True)
+            raise
 
 
 def _private(key: X25519PrivateKey) -> bytes:
