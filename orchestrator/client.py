@@ -94,6 +94,8 @@ class OrchestratorClient:
         vector: bytes | None = None,
         max_rows: int | None = None,
         aggregation: str | None = None,
+        min_clients: int | None = None,
+        deadline: str | float | None = None,
     ) -> dict[str, Any]:
         """Report that ``client_id`` finished its part of ``job_id`` (with its statistics ``vector``, for a
         summed-vector job). Retried on 503 and connection errors: the service counts each client once, so
@@ -107,6 +109,10 @@ class OrchestratorClient:
             body["maxRows"] = max_rows
         if aggregation is not None:
             body["aggregation"] = aggregation
+        if min_clients is not None:
+            body["minClients"] = min_clients
+        if deadline is not None:
+            body["deadline"] = deadline
         return await self._request("POST", "/api/update", json_body=body)
 
     async def submit_vector(self, job_id: str, client_id: str, total_clients: int, vector: bytes) -> dict[str, Any]:

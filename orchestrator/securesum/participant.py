@@ -118,6 +118,8 @@ async def submit_statistics(
                 vector=values.view("<u8").tobytes(),
                 max_rows=max_rows,
                 aggregation="sum",
+                min_clients=min_clients,
+                deadline=deadline,
             )
         elif aggregation == "secure-sum":
             participant = Participant(client, job_id, client_id, key_file)
