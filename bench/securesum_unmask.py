@@ -26,10 +26,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from orchestrator.securesum.masking import generate_private_key, mask_vector, public_key_bytes
+from orchestrator.securesum.masking import generate_private_key, mask_vector, private_key_bytes, public_key_bytes
 from orchestrator.securesum.shares import (
     Combiner,
     apply_self_mask,
@@ -50,10 +49,6 @@ def timed(action: Callable[[], T]) -> tuple[T, float]:
     return result, time.perf_counter() - started
 
 
-def private_bytes(key: X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-
-
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -61,7 +56,7 @@ def peak_rss_mib() -> float:
 def server_unmask(ids: list[str], keys: dict[str, X25519PrivateKey], dropped: int, length: int) -> None:
     survivors = {c: public_key_bytes(keys[c]) for c in ids[dropped:]}
     seeds = {c: self_mask_seed() for c in survivors}
-    dropped_keys = {c: private_bytes(keys[c]) for c in ids[:dropped]}
+    dropped_keys = {c: private_key_bytes(keys[c]) for c in ids[:dropped]}
     total = np.random.default_rng(1).integers(0, 2**64, size=length, dtype=np.uint64)
 
     def run() -> None:
@@ -107,7 +102,7 @@ def client_shares(ids: list[str], keys: dict[str, X25519PrivateKey]) -> None:
     me = generate_private_key()
     (key_shares, seed_shares), split = timed(
         lambda: (
-            split_secret(private_bytes(me), threshold, len(ids)),
+            split_secret(private_key_bytes(me), threshold, len(ids)),
             split_secret(self_mask_seed(), threshold, len(ids)),
         )
     )

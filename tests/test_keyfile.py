@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.securesum.keyfile import KeyFile, KeyFileError
-from orchestrator.securesum.masking import public_key_bytes
-from orchestrator.securesum.participant import private_bytes
+from orchestrator.securesum.masking import private_key_bytes, public_key_bytes
 
 MEMBERS = {
     "jobId",
@@ -43,9 +42,9 @@ def test_every_member_survives_a_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "a.key"
     key = filled(path)
     again = KeyFile.open(path, "job-1")
-    assert private_bytes(again.private_key) == private_bytes(key.private_key)
-    assert private_bytes(again.encryption_key) == private_bytes(key.encryption_key)
-    assert private_bytes(again.encryption_key) != private_bytes(again.private_key)
+    assert private_key_bytes(again.private_key) == private_key_bytes(key.private_key)
+    assert private_key_bytes(again.encryption_key) == private_key_bytes(key.encryption_key)
+    assert private_key_bytes(again.encryption_key) != private_key_bytes(again.private_key)
     assert len(again.seed) == 16 and again.seed == key.seed
     assert (again.job_id, again.instance_id, again.statistics) == ("job-1", "instance-1", key.statistics)
     assert (again.posted, again.received, again.answered) == (key.posted, key.received, key.answered)
@@ -67,7 +66,7 @@ def test_a_new_file_holds_every_member_before_it_is_bound(tmp_path: Path) -> Non
         None,
     )
     again = KeyFile.open(path, "job-1")
-    assert private_bytes(again.encryption_key) == private_bytes(key.encryption_key) and again.seed == key.seed
+    assert private_key_bytes(again.encryption_key) == private_key_bytes(key.encryption_key) and again.seed == key.seed
 
 
 def test_a_key_file_is_bound_to_its_job_instance_and_its_statistics(tmp_path: Path) -> None:
@@ -98,14 +97,14 @@ def test_a_raw_key_of_an_older_version_is_read_unbound(tmp_path: Path) -> None:
     path = tmp_path / "old.key"
     path.write_bytes(bytes(range(32)))
     key = KeyFile.open(path, "job-1")
-    assert private_bytes(key.private_key) == bytes(range(32))
+    assert private_key_bytes(key.private_key) == bytes(range(32))
     assert key.instance_id is None and key.statistics is None and key.answered is None
     assert (key.posted, key.received) == ({}, {})
     # Bound, it becomes a key file of this version: the same mask key, and the new members kept.
     key.bind("instance-1")
     again = KeyFile.open(path, "job-1")
-    assert private_bytes(again.private_key) == bytes(range(32))
-    assert private_bytes(again.encryption_key) == private_bytes(key.encryption_key) and again.seed == key.seed
+    assert private_key_bytes(again.private_key) == bytes(range(32))
+    assert private_key_bytes(again.encryption_key) == private_key_bytes(key.encryption_key) and again.seed == key.seed
     assert set(json.loads(path.read_text())) == MEMBERS
 
 
@@ -198,7 +197,7 @@ def test_two_runs_never_make_two_keys(tmp_path: Path) -> None:
     """A new file is created exclusively; a second open reads the first one's keys instead of making its own."""
     path = tmp_path / "a.key"
     first, second = KeyFile.open(path, "job-1"), KeyFile.open(path, "job-1")
-    assert private_bytes(first.private_key) == private_bytes(second.private_key)
+    assert private_key_bytes(first.private_key) == private_key_bytes(second.private_key)
     assert first.seed == second.seed
 
 

@@ -135,7 +135,9 @@ async def test_many_bodies_just_under_the_threshold_do_not_stall_the_loop_either
 async def test_errors_from_the_worker_process_are_the_same_errors(make_client: Callable[..., Any]) -> None:
     client = await make_client(parse_offload_bytes=1024)
     padding = "x" * 4000
-    bad = json.dumps({"clientId": "..", "totalClients": 2, "publicKey": "k", "encryptionKey": "k", "pad": padding}).encode()
+    bad = json.dumps(
+        {"clientId": "..", "totalClients": 2, "publicKey": "k", "encryptionKey": "k", "pad": padding}
+    ).encode()
     resp = await client.post("/api/jobs/j/keys", data=bad, headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert (await resp.json())["error"] == {

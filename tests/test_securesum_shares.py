@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from Crypto.Protocol import SecretSharing
 from Crypto.Protocol.SecretSharing import Shamir
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +25,7 @@ from orchestrator.securesum.masking import (
     apply_mask,
     generate_private_key,
     mask_vector,
+    private_key_bytes,
     public_key_bytes,
 )
 from orchestrator.securesum.shares import (
@@ -41,10 +41,6 @@ from orchestrator.securesum.shares import (
 )
 
 JOB, INSTANCE = "job-1", "instance-1"
-
-
-def private_bytes(key: X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
 @pytest.fixture
@@ -350,7 +346,7 @@ class Client:
     values: np.ndarray
 
     def bundles(self, holders: list[Client], threshold: int) -> dict[str, bytes]:
-        key_shares = split_secret(private_bytes(self.mask_key), threshold, len(holders))
+        key_shares = split_secret(private_key_bytes(self.mask_key), threshold, len(holders))
         seed_shares = split_secret(self.seed, threshold, len(holders))
         return {
             holder.name: seal_bundle(
@@ -484,7 +480,7 @@ def test_unmask_refuses_arguments_that_do_not_fit_without_touching_the_total(cha
         "total": total,
         "survivors": {"a": a, "b": b},
         "self_seeds": {"a": bytes(16), "b": bytes(16)},
-        "dropped_keys": {"c": private_bytes(generate_private_key())},
+        "dropped_keys": {"c": private_key_bytes(generate_private_key())},
     }
     fields.update(changes)
     with pytest.raises(ValueError):

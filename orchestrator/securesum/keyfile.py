@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from orchestrator.securesum.masking import generate_private_key
+from orchestrator.securesum.masking import generate_private_key, private_key_bytes
 from orchestrator.securesum.shares import self_mask_seed
 
 _RAW_KEY_BYTES = 32
@@ -130,8 +129,8 @@ class KeyFile:
                 "jobId": self.job_id,
                 "instanceId": self.instance_id,
                 "statistics": self.statistics,
-                "privateKey": _text(_private(self.private_key)),
-                "encryptionKey": _text(_private(self.encryption_key)),
+                "privateKey": _text(private_key_bytes(self.private_key)),
+                "encryptionKey": _text(private_key_bytes(self.encryption_key)),
                 "selfMaskSeed": _text(self.seed),
                 "posted": self.posted,
                 "received": self.received,
@@ -157,10 +156,6 @@ class KeyFile:
             if not exclusive:
                 target.unlink(missing_ok=True)
             raise
-
-
-def _private(key: X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
 def _text(raw: bytes) -> str:

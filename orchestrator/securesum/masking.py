@@ -41,6 +41,13 @@ def public_key_bytes(private_key: X25519PrivateKey) -> bytes:
     return private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def private_key_bytes(private_key: X25519PrivateKey) -> bytes:
+    """The raw 32 bytes of a private key (what a key file keeps, and what a client splits into shares)."""
+    return private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
 def encode_key(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from orchestrator.client import JobNotFoundError, OrchestratorClient
 from orchestrator.securesum.keyfile import KeyFile
@@ -34,6 +32,7 @@ from orchestrator.securesum.masking import (
     generate_private_key,
     mask_vector,
     parse_public_key,
+    private_key_bytes,
     public_key_bytes,
 )
 from orchestrator.securesum.shares import (
@@ -250,7 +249,7 @@ class Participant:
 
     def sealed(self, participants: dict[str, dict[str, bytes]], threshold: int) -> dict[str, bytes]:
         order = sorted(participants)
-        raw_key = private_bytes(self.mask_key)
+        raw_key = private_key_bytes(self.mask_key)
         key_shares = split_secret(raw_key, threshold, len(order))
         seed_shares = split_secret(self.seed, threshold, len(order))
         return {
@@ -300,7 +299,6 @@ class Participant:
             }
         if self.state is not None:
             self.state.keep(received=self.received)
-        self.participants = participants
         return sharers
 
     def masked(self, values: np.ndarray, sharers: list[str], participants: dict[str, dict[str, bytes]]) -> np.ndarray:
@@ -366,10 +364,6 @@ def check_unmask_request(
     if answered is not None and (answered["survivors"], answered["dropped"]) != (survivors, dropped):
         raise UnmaskRefused("the unmask request differs from the one this client answered before")
     return survivors, dropped
-
-
-def private_bytes(key: X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
 def _b64(raw: bytes) -> str:

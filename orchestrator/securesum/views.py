@@ -149,7 +149,7 @@ async def post_shares(request: web.Request) -> web.Response:
     authorise_write(request, body.client_id, job_id)
     bundles = [(b.to, b.ciphertext) for b in body.shares]
     for to, text in bundles:
-        if not _is_base64(text):
+        if _decoded_length(text) < 0:
             raise ValidationError(f"The bundle for {to} is not base64", code="invalid_shares", field="shares")
     answer = await request.app[ROUNDS].post_shares(job_id, body.client_id, bundles)
     request[AUDIT_OUTCOME] = answer.outcome
@@ -351,15 +351,8 @@ def _not_secure_sum(job_id: str) -> Conflict:
     return Conflict(f"Job {job_id} is not a secure-sum job: it has no key round", code="not_secure_sum", jobId=job_id)
 
 
-def _is_base64(text: str) -> bool:
-    try:
-        base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return True
-
-
 def _decoded_length(text: str) -> int:
+    """The length of what base64 ``text`` decodes to; -1 when it is not base64."""
     try:
         return len(base64.b64decode(text, validate=True))
     except (binascii.Error, ValueError):
