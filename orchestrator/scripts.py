@@ -11,7 +11,7 @@ from __future__ import annotations
 from orchestrator.lua import Script
 
 # What every state-changing script that announces an event takes after its own arguments (JobStore.change_args).
-_CHANGE = {
+CHANGE = {
     "now_ms": "now (epoch ms)",
     "now_iso": "now (ISO)",
     "ttl": "key TTL (ms)",
@@ -130,7 +130,7 @@ REGISTER_KEY = Script(
         "client_id": "clientId",
         "total": "totalClients",
         "schema": "canonical schema JSON or ''",
-        **_CHANGE,
+        **CHANGE,
         "deadline": "collection deadline (epoch ms)",
         "vector_length": "vectorLength ('' when no schema came)",
         "max_rows": "maxRows",
@@ -202,7 +202,7 @@ FINISH = Script(
         "status": "'COMPLETED' | 'FAILED'",
         "result": "final result JSON ('' for none)",
         "reason": "failure reason",
-        **_CHANGE,
+        **CHANGE,
         "attempt": "the aggregation attempt that must own the job ('' for any)",
         "aggregating_since": "finish only if aggregating since this time or earlier (epoch ms; '' for any)",
         "destinations": "comma-separated delivery destinations ('api', 'file'; '' for none)",
@@ -225,7 +225,7 @@ CANCEL = Script(
         "deadlines": "jobs:deadlines",
         "protocol*": "what only the aggregation needed (Keys.protocol_keys): deleted",
     },
-    argv={"job_id": "jobId", "reason": "reason", **_CHANGE},
+    argv={"job_id": "jobId", "reason": "reason", **CHANGE},
     returns="{outcome, status, version}: outcome 'cancelled' (this call did it), 'already' (cancelled before: "
     "nothing changes), 'finished' (COMPLETED or FAILED: refused) or 'missing'",
 )
@@ -254,7 +254,7 @@ CLOSE_COLLECTION = Script(
         "job_id": "jobId",
         "by": "'deadline' (the sweeper: only when due) | 'admin' (POST /api/jobs/{jobId}/close)",
         "reason": "the failure reason's prefix",
-        **_CHANGE,
+        **CHANGE,
     },
     returns="{1, outcome, status, version} when this call closed the collection (outcome 'aggregating', 'failed', "
     "or 'next' when a secure sum's round closed and the next opened), else {0, 'not_collecting' | 'not_due', "
@@ -270,7 +270,7 @@ POST_SHARES = Script(
     argv={
         **_ROUND_ANSWER,
         "digest": "SHA-256 of the post (a repeat of the same post is recognised by it)",
-        **_CHANGE,
+        **CHANGE,
         "pairs*": "recipient id, bundle, recipient id, bundle, ... (one per member of U1)",
     },
     returns="{outcome, status, version, count, expected, detail}: outcome 'posted' | 'duplicate' | 'closed' | "
@@ -282,7 +282,7 @@ POST_UNMASK = Script(
     "post_unmask",
     uses=("emit", "rounds"),
     keys=ROUND_KEYS,
-    argv={**_ROUND_ANSWER, "answer": "the answer (canonical JSON, checked by the caller)", **_CHANGE},
+    argv={**_ROUND_ANSWER, "answer": "the answer (canonical JSON, checked by the caller)", **CHANGE},
     returns="{outcome, status, version, count, expected, detail}: as post_shares (detail: not_secure_sum, "
     "unmask_conflict, round_not_open, client_dropped)",
 )

@@ -3,7 +3,7 @@
 -- who is missing. A secure sum closes the round in progress instead (lib/rounds.lua), by the same rule.
 -- A job no longer IN_PROGRESS only loses its stale deadline entry; one not yet due (the sweeper's call) stays.
 local job_id, now = A.job_id, tonumber(A.now_ms)
-local ctx = {keys = K, now = now, at = A.now_iso, ttl = tonumber(A.ttl), history = tonumber(A.history), channel = A.channel}
+local ctx = change_context(K, A)
 local current = redis.call('HMGET', K.job, 'status', 'createdAt', 'version', 'deadlineAt', 'doneCount',
   'totalClients', 'minClients', 'aggregation', 'round', 'roundDeadlineAt', 'roundTimeout')
 if current[1] ~= 'IN_PROGRESS' then
@@ -23,8 +23,8 @@ if by == 'deadline' then
   if secure and current[9] ~= 'keys' then by = 'timeout' end
 end
 if secure then
-  local outcome, version = close_round(ctx, job_id, {total = total, k = k, created = current[2], round = current[9],
-    timeout = tonumber(current[11] or '') or 300000}, by)
+  local outcome, version = close_round(ctx, job_id, round_job(current[6], current[7], current[2], current[9],
+    current[11]), by)
   local status = 'IN_PROGRESS'
   if outcome == 'failed' then status = 'FAILED' elseif outcome == 'aggregating' then status = 'AGGREGATING' end
   return {1, outcome, status, version}

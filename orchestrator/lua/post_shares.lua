@@ -2,7 +2,7 @@
 -- (itself included), which the service keeps for their recipients; the last poster expected closes the round.
 -- A repeat of the same post changes nothing; another post after it is refused.
 local job_id, client_id, now = A.job_id, A.client_id, tonumber(A.now_ms)
-local ctx = {keys = K, now = now, at = A.now_iso, ttl = tonumber(A.ttl), history = tonumber(A.history), channel = A.channel}
+local ctx = change_context(K, A)
 local current = redis.call('HMGET', K.job, 'status', 'round', 'aggregation', 'totalClients', 'minClients',
   'createdAt', 'roundTimeout', 'version')
 local version = tonumber(current[8] or '0')
@@ -33,10 +33,8 @@ redis.call('HSET', K.job, 'updatedAt', now)
 version = emit(K.job, K.events, job_id, ctx.at, ctx.history, ctx.channel, 'shares.posted',
   {clientId = client_id, count = count, expected = expected})
 if count == expected then
-  local total = tonumber(current[4])
   local _
-  _, version = close_round(ctx, job_id, {total = total, k = tonumber(current[5] or '') or total,
-    created = current[6], round = 'shares', timeout = tonumber(current[7] or '') or 300000}, 'all')
+  _, version = close_round(ctx, job_id, round_job(current[4], current[5], current[6], 'shares', current[7]), 'all')
 end
 redis.call('ZADD', K.updated, now, job_id)
 for _, key in ipairs({K.job, K.events, K.sharers, K.shares}) do redis.call('PEXPIRE', key, ctx.ttl) end

@@ -2,7 +2,7 @@
 -- self-mask seeds and of the dropped clients' mask keys (checked against the round by the caller); the last
 -- one expected, or the round's deadline with at least minClients answers, moves the job to AGGREGATING.
 local job_id, client_id, now = A.job_id, A.client_id, tonumber(A.now_ms)
-local ctx = {keys = K, now = now, at = A.now_iso, ttl = tonumber(A.ttl), history = tonumber(A.history), channel = A.channel}
+local ctx = change_context(K, A)
 local current = redis.call('HMGET', K.job, 'status', 'round', 'aggregation', 'totalClients', 'minClients',
   'createdAt', 'roundTimeout', 'version')
 local version = tonumber(current[8] or '0')
@@ -25,10 +25,8 @@ version = emit(K.job, K.events, job_id, ctx.at, ctx.history, ctx.channel, 'unmas
   {clientId = client_id, count = count, expected = expected})
 local status = 'IN_PROGRESS'
 if count == expected then
-  local total = tonumber(current[4])
   local _
-  _, version = close_round(ctx, job_id, {total = total, k = tonumber(current[5] or '') or total,
-    created = current[6], round = 'unmask', timeout = tonumber(current[7] or '') or 300000}, 'all')
+  _, version = close_round(ctx, job_id, round_job(current[4], current[5], current[6], 'unmask', current[7]), 'all')
   status = 'AGGREGATING'
 end
 redis.call('ZADD', K.updated, now, job_id)

@@ -3,7 +3,7 @@
 -- deadline (close_collection.lua), and from then on the set of keys (U1) is fixed.
 local job_id, client_id, total, schema = A.job_id, A.client_id, tonumber(A.total), A.schema
 local now, at, ttl, history, channel = tonumber(A.now_ms), A.now_iso, tonumber(A.ttl), tonumber(A.history), A.channel
-local ctx = {keys = K, now = now, at = at, ttl = ttl, history = history, channel = channel}
+local ctx = change_context(K, A)
 local created = 0
 local FIELDS = {'totalClients', 'schemaDigest', 'status', 'version', 'aggregation', 'maxRows', 'instance',
   'minClients', 'round', 'roundTimeout', 'createdAt'}
@@ -65,8 +65,7 @@ version = emit(K.job, K.events, job_id, at, history, channel, 'keys.registered',
 if count == total and outcome == 'registered' then
   redis.call('HSET', K.job, 'keysCompleteAt', now)
   local _
-  _, version = close_round(ctx, job_id, {total = total, k = tonumber(current[8] or '') or total,
-    created = current[11], round = 'keys', timeout = tonumber(current[10] or '') or 300000}, 'all')
+  _, version = close_round(ctx, job_id, round_job(current[1], current[8], current[11], 'keys', current[10]), 'all')
 end
 redis.call('ZADD', K.updated, now, job_id)
 for _, key in ipairs({K.job, K.events, K.public_keys}) do redis.call('PEXPIRE', key, ttl) end

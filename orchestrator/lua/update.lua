@@ -127,8 +127,8 @@ local function transition(current, done, version)
   if done < expected then return 'IN_PROGRESS', 0, version end
   if current[7] == 'secure-sum' then
     local _
-    _, version = close_round(ctx, job_id, {total = total, k = k, created = current[6], round = 'inputs',
-      timeout = tonumber(current[12] or '') or 300000}, 'all')
+    local job = round_job(current[1], current[10], current[6], 'inputs', current[12])
+    _, version = close_round(ctx, job_id, job, 'all')
     return 'IN_PROGRESS', 0, version
   end
   return 'AGGREGATING', 1, start_aggregating(ctx, job_id, current[6], done, total, 'all')

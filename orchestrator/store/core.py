@@ -165,7 +165,7 @@ class StoreCore:
         }
 
     def change_args(self) -> dict[str, str | int]:
-        """The ARGV every state-changing script that announces an event takes (scripts._CHANGE)."""
+        """The ARGV every state-changing script that announces an event takes (scripts.CHANGE)."""
         ms = now_ms()
         return {
             "now_ms": ms,

@@ -1,5 +1,5 @@
 -- Quorums (k of n) and the rounds of a secure sum; needs emit. Every function takes ``ctx``: {keys (the
--- script's keys table, with every name of scripts._ROUND_KEYS), now (ms), at (ISO), ttl, history, channel}.
+-- script's keys table, with every name of scripts.ROUND_KEYS), now (ms), at (ISO), ttl, history, channel}.
 --
 -- A secure sum runs the rounds of Bonawitz et al. 2017: keys (every client, expected: totalClients; U1 =
 -- the registrants), shares (expected U1; U2 = the posters), inputs (expected U2; U3 = the clients counted)
@@ -7,6 +7,21 @@
 -- at least minClients, else the job FAILS naming the round and the missing clients.
 local NEXT_ROUND = {keys = 'shares', shares = 'inputs', inputs = 'unmask', unmask = 'done'}
 local NAMED = 20 -- how many client ids a reason names before 'and N more'
+local DEFAULT_ROUND_TIMEOUT = 300000 -- ms: a job stored before rounds had timeouts
+
+-- The ``ctx`` of a script that takes scripts._CHANGE's arguments (``args``) and the round keys (``keys``).
+local function change_context(keys, args)
+  return {keys = keys, now = tonumber(args.now_ms), at = args.now_iso, ttl = tonumber(args.ttl),
+    history = tonumber(args.history), channel = args.channel}
+end
+
+-- The job close_round takes, from its stored fields as HMGET gives them (text; minClients and roundTimeout
+-- absent from a job stored before them).
+local function round_job(total, k, created, round, timeout)
+  local n = tonumber(total)
+  return {total = n, k = tonumber(k or '') or n, created = created, round = round,
+    timeout = tonumber(timeout or '') or DEFAULT_ROUND_TIMEOUT}
+end
 
 local function named(ids)
   table.sort(ids)
