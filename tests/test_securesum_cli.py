@@ -219,7 +219,6 @@ async def test_submit_k_of_n_completes_over_the_clients_that_came(
     assert job["participation"]["dropped"] == []  # c never registered: it is missing, not dropped
 
 
-@pytest.mark.xfail(reason="a secure-sum job keeps its keys round's close as its deadline, not the one declared")
 async def test_submit_iso_deadline_is_the_jobs(make_client: Callable[..., Any], tmp_path: Path) -> None:
     client = await make_client()
     url = str(client.make_url("")).rstrip("/")

@@ -20,7 +20,8 @@ if by == 'deadline' then
     redis.call('ZADD', K.deadlines, due, job_id)
     return {0, 'not_due', current[1], tonumber(current[3])}
   end
-  if secure and current[9] ~= 'keys' then by = 'timeout' end
+  -- A round closes at its timeout; only the keys round closes at the job's deadline, when that came first.
+  if secure and not (current[9] == 'keys' and tonumber(current[4] or '0') <= now) then by = 'timeout' end
 end
 if secure then
   local outcome, version = close_round(ctx, job_id, round_job(current[6], current[7], current[2], current[9],

@@ -19,12 +19,14 @@ if not current[1] then
   if wait then
     return {'quota_exceeded', 0, 0, total, 0, '', tostring(wait)}
   end
-  -- The keys round is the job's collection: it closes at its deadline or after one round timeout.
+  -- The keys round is the job's collection: it closes at the job's deadline or after one round timeout,
+  -- whichever comes first (the deadline index holds that; the job keeps its declared deadline).
   local closes = math.min(tonumber(A.deadline), now + tonumber(A.round_timeout))
   local base = create_job(K.job, K.events, K.tomb, {K.created, K.in_progress, K.deadlines}, job_id, total, schema,
-    A.schema_digest, now, at, history, channel, closes,
+    A.schema_digest, now, at, history, channel, A.deadline,
     {'aggregation', 'secure-sum', 'vectorLength', A.vector_length, 'maxRows', A.max_rows, 'minClients', A.min_clients,
       'roundTimeout', A.round_timeout, 'round', 'keys', 'roundStartedAt', now, 'roundDeadlineAt', closes}, A.instance)
+  redis.call('ZADD', K.deadlines, closes, job_id)
   created = 1
   current = {tostring(total), A.schema_digest, 'IN_PROGRESS', tostring(base + 1), 'secure-sum', A.max_rows, A.instance,
     A.min_clients, 'keys', A.round_timeout, tostring(now)}

@@ -78,6 +78,7 @@ class KeyFile:
             made.posted = dict(data.get("posted") or {})
             made.received = dict(data.get("received") or {})
             made.answered = data.get("answered")
+            _check_steps(made.posted, made.received, made.answered)
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             raise KeyFileError(f"{path} is not a key file of this tool") from None
         if stored_job != job_id:
@@ -156,6 +157,24 @@ class KeyFile:
             if not exclusive:
                 target.unlink(missing_ok=True)
             raise
+
+
+def _check_steps(posted: dict[str, Any], received: dict[str, Any], answered: Any) -> None:
+    """TypeError unless the kept steps have the shapes _write gives them (a damaged file fails when opened,
+    not halfway through a round)."""
+    if not all(isinstance(to, str) and isinstance(text, str) for to, text in posted.items()):
+        raise TypeError("posted")
+    for shares in received.values():
+        if not isinstance(shares, dict) or set(shares) != {"key", "seed"}:
+            raise TypeError("received")
+        for index, value in shares.values():
+            if not isinstance(index, int) or not isinstance(value, str):
+                raise TypeError("received")
+    if answered is not None:
+        if not isinstance(answered, dict) or set(answered) != {"survivors", "dropped"}:
+            raise TypeError("answered")
+        if not all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in answered.values()):
+            raise TypeError("answered")
 
 
 def _text(raw: bytes) -> str:
