@@ -25,7 +25,7 @@ from aiohttp import web
 from orchestrator import scripts
 from orchestrator.connections import create_redis
 from orchestrator.keys import Keys
-from orchestrator.models import JobStatus, iso_ms
+from orchestrator.models import iso_ms
 from orchestrator.settings import Settings
 from orchestrator.store import script_constants
 from orchestrator.validation import schema_digest
@@ -37,15 +37,7 @@ _UNLIMITED = 1_000_000_000
 def create_floor_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     keys = Keys(settings.key_prefix)
-    fixed_keys = {
-        "created": keys.jobs_by_created,
-        "updated": keys.jobs_by_updated,
-        "in_progress": keys.jobs_by_status(JobStatus.IN_PROGRESS),
-        "aggregating": keys.jobs_by_status(JobStatus.AGGREGATING),
-        "queue": keys.aggregation_queue,
-        "deadlines": keys.jobs_by_deadline,
-        "audit": keys.audit,
-    }
+    fixed_keys = {"created": keys.jobs_by_created, "audit": keys.audit}
     window_ms, job_window_ms = int(settings.rate_limit_window_seconds * 1000), 3_600_000
     state: dict[str, object] = {}
 
@@ -74,11 +66,9 @@ def create_floor_app(settings: Settings) -> web.Application:
         ip = request.remote or "-"
         raw = await state["update"](  # type: ignore[operator]
             keys={
-                **keys.job_keys(job_id),
+                **keys.round_keys(job_id),
                 **fixed_keys,
                 "tomb": keys.tombstone(job_id),
-                "public_keys": keys.public_keys(job_id),
-                "vectors": keys.vectors(job_id),
                 "client_rate": keys.rate_counter("client", client_id, window),
                 "ip_rate": keys.rate_counter("ip", ip, window),
                 "client_jobs": keys.job_quota_counter("client", client_id, job_window),
@@ -105,6 +95,8 @@ def create_floor_app(settings: Settings) -> web.Application:
                 "role": "",
                 "ip": ip,
                 "instance": secrets.token_hex(16),
+                "min_clients": int(data["totalClients"]),
+                "min_clients_declared": "",
             },
         )
         outcome, _created, _triggered, status, done, total, version, _conflict = raw
