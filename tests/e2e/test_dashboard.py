@@ -45,12 +45,14 @@ RESULT = {
 }
 
 
-async def open_dashboard(browser: Browser, base: str) -> tuple[Page, list[str]]:
+async def open_dashboard(browser: Browser, base: str, fragment: str = "") -> tuple[Page, list[str]]:
+    """The dashboard (``fragment``: "#job=..." opens a job's detail), live, and the errors its console shows:
+    a Content-Security-Policy violation is one."""
     page = await browser.new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    await page.goto(f"{base}/dashboard")
+    await page.goto(f"{base}/dashboard{fragment}")
     await expect(page.locator("#connection")).to_have_text("Live")
     return page, errors
 

@@ -13,14 +13,14 @@ from typing import Any
 import aiohttp
 import fakeredis
 import pytest
-from playwright.async_api import Browser, Locator, Page, expect
+from playwright.async_api import Browser, Locator, expect
 
 from orchestrator.app import create_app
 from orchestrator.client import OrchestratorClient, OrchestratorError
 from orchestrator.connections import embedded_redis
 from orchestrator.securesum.participant import submit_statistics
 from orchestrator.settings import Settings
-from tests.e2e.test_dashboard import ARTIFACTS
+from tests.e2e.test_dashboard import ARTIFACTS, open_dashboard
 
 pytestmark = pytest.mark.browser
 
@@ -46,18 +46,6 @@ async def start(aiohttp_client: Callable[..., Any], tmp_path: Path) -> str:
     )
     client = await aiohttp_client(create_app(settings, redis=embedded_redis(fakeredis.FakeServer(), Settings())))
     return str(client.make_url("")).rstrip("/")
-
-
-async def open_dashboard(browser: Browser, base: str, fragment: str = "") -> tuple[Page, list[str]]:
-    """The dashboard (``fragment``: "#job=..." opens a job's detail), live, and the errors its console shows:
-    a Content-Security-Policy violation is one."""
-    page = await browser.new_page(viewport={"width": 1400, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    await page.goto(f"{base}/dashboard{fragment}")
-    await expect(page.locator("#connection")).to_have_text("Live")
-    return page, errors
 
 
 def item(panel: Locator, key: str) -> Locator:
